@@ -1,0 +1,122 @@
+"""Pickling for everything that crosses into or out of a worker.
+
+Protocol 5 with out-of-band buffers, so a NumPy array or bytearray is handed to
+the socket as it lies in memory instead of being copied into the pickle.
+cloudpickle is the fallback for what plain pickle cannot name: lambdas, closures,
+and functions defined in ``__main__`` (which a worker may not be able to import,
+say under ``python -c`` or when defined below the ``__main__`` guard).
+
+This module is the seam for other transports (shared memory, later): every
+payload is made by ``dumps`` and read back by ``loads``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cloudpickle
+
+__all__ = ["dump_error", "dump_function", "dumps", "likely_large", "load_error", "loads"]
+
+_PROTOCOL = 5
+# Payloads above this many bytes are pickled and unpickled off the event loop.
+LARGE = 1 << 20
+
+
+def dumps(obj: object, buffers: list[pickle.PickleBuffer]) -> bytes:
+    """Pickle ``obj``, appending its out-of-band buffers to ``buffers``."""
+    mark = len(buffers)
+    try:
+        return pickle.dumps(obj, _PROTOCOL, buffer_callback=buffers.append)
+    except Exception as error:
+        del buffers[mark:]
+        try:
+            return cloudpickle.dumps(obj, _PROTOCOL, buffer_callback=buffers.append)  # type: ignore[no-any-return]
+        except Exception:
+            del buffers[mark:]
+            raise error from None
+
+
+def loads(data: bytes, buffers: Sequence[object] = ()) -> Any:
+    """Unpickle what ``dumps`` made."""
+    return pickle.loads(data, buffers=buffers)  # type: ignore[arg-type]
+
+
+_function_cache: dict[Callable[..., Any], bytes] = {}
+_FUNCTION_CACHE_SIZE = 64
+
+
+def dump_function(func: Callable[..., Any]) -> bytes:
+    """Pickle a function, by reference where a worker can import it, else by value.
+
+    Recently used functions are remembered, so a hot loop of ``apply`` pickles
+    its function once; cloudpickle by value costs tens of microseconds.
+    """
+    try:
+        return _function_cache[func]
+    except (KeyError, TypeError):
+        pass
+    if getattr(func, "__module__", None) == "__main__":
+        data: bytes = cloudpickle.dumps(func, _PROTOCOL)
+    else:
+        data = dumps(func, [])
+    try:
+        if len(_function_cache) >= _FUNCTION_CACHE_SIZE:
+            del _function_cache[next(iter(_function_cache))]
+        _function_cache[func] = data
+    except TypeError:  # unhashable callable
+        pass
+    return data
+
+
+def likely_large(obj: object, depth: int = 2) -> bool:
+    """A cheap guess whether pickling ``obj`` would take long enough to stall a loop.
+
+    Looks at sizes, not contents: big bytes-like objects and big containers, a
+    couple of levels deep. Out-of-band buffers cost nothing to pickle, but plain
+    ``bytes`` and large lists of objects do.
+    """
+    if isinstance(obj, (bytes, str)):
+        return len(obj) >= LARGE
+    if isinstance(obj, (list, tuple, set, frozenset, dict)):
+        if len(obj) >= 50_000:
+            return True
+        if depth and len(obj) <= 64:
+            items = obj.values() if isinstance(obj, dict) else obj
+            return any(likely_large(item, depth - 1) for item in items)
+    return False
+
+
+def dump_error(error: BaseException) -> bytes:
+    """Pickle an exception raised by a task together with its traceback text.
+
+    An exception that cannot make the round trip (unpicklable attributes, an
+    ``__init__`` that unpickling cannot call) is replaced by a ``ProcessError``
+    that names it and keeps its message.
+    """
+    tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    tb = f'\n"""\n{tb}"""'
+    try:
+        data = dumps((error, tb), [])
+        pickle.loads(data)
+    except Exception as problem:
+        from ._exceptions import ProcessError
+
+        substitute = ProcessError(
+            f"the task raised {type(error).__module__}.{type(error).__qualname__}: {error}"
+            f" (the exception could not be sent to the parent: {problem!r})"
+        )
+        data = pickle.dumps((substitute, tb), _PROTOCOL)
+    return data
+
+
+def load_error(data: bytes) -> BaseException:
+    """Rebuild a task's exception, the worker's traceback set as its ``__cause__``."""
+    from ._exceptions import RemoteTraceback
+
+    error, tb = pickle.loads(data)
+    error.__cause__ = RemoteTraceback(tb)
+    return error  # type: ignore[no-any-return]

@@ -1,0 +1,539 @@
+"""The local backend: worker processes on this machine, one socket each.
+
+Data flow::
+
+    Pool call ──submit──▶ pending ──_dispatch──▶ worker.outbox ──writer──▶ socket ──▶ worker
+                              ▲                                                        │
+                              └── requeue (handed, not started) ◀── death ◀─ sentinel   │
+    caller ◀── task.done ◀── reader ◀─────────────────── socket ◀── result ◀────────────┘
+
+Invariants:
+
+* The parent knows where every task is: in ``pending`` (not sent anywhere) or in
+  exactly one worker's ``outstanding`` (sent, result not yet read), in the order
+  it was handed to that worker.
+* A worker starts tasks in the order it received them and records the index of the
+  one it starts in the shared start-marker array before it starts it. When a worker
+  dies, the outstanding tasks with an index up to its marker had started: they fail
+  with ``WorkerDiedError``. The rest never started and go back to the front of
+  ``pending``. Results it wrote before dying are read first, so they are kept.
+* A worker is never handed more than ``_limit()`` tasks at once: a couple for long
+  tasks (so work is balanced and little is stuck behind a slow task), up to a few
+  milliseconds' worth for tiny tasks (so per-message costs are amortised).
+* Everything here runs on the event loop thread; no lock is needed. Only
+  ``Process.start`` runs in a worker thread, because starting a process blocks.
+"""
+
+from __future__ import annotations
+
+import enum
+import multiprocessing
+import os
+import multiprocessing.context
+import pickle
+import sys
+from collections import deque
+from collections.abc import MutableSequence
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .. import _fd, _serialize, _wire
+from .._exceptions import BrokenPoolError, PoolClosedError, WorkerDiedError
+from .._worker import worker_main
+from . import Backend, PoolStatistics, Task
+
+__all__ = ["LocalBackend", "default_context", "usable_cpus"]
+
+# Consecutive workers that die before they are ready before the pool gives up.
+_STARTUP_FAILURES = 3
+# How much work (seconds) a worker may be handed ahead of what it is running.
+_AHEAD_SECONDS = 0.002
+_MAX_AHEAD = 256
+# How long terminate waits after SIGTERM before it sends SIGKILL.
+_TERMINATE_GRACE = 1.0
+
+
+class _State(enum.Enum):
+    INIT = "init"
+    RUN = "run"
+    CLOSE = "close"
+    TERMINATE = "terminate"
+
+
+class _Worker:
+    """The parent's view of one worker process."""
+
+    def __init__(self, slot: int, process: multiprocessing.process.BaseProcess, conn: Any) -> None:
+        self.slot = slot
+        self.process = process
+        self.conn = conn
+        self.fd: int = conn.fileno()
+        os.set_blocking(self.fd, False)  # this side only ever reads and writes when ready
+        self.reader = _wire.FrameReader(self.fd)
+        # Sent (or about to be sent) and not finished, in the order handed over.
+        self.outstanding: dict[int, Task] = {}
+        self.next_index = 1
+        self.outbox: list[Task] = []
+        self.cancels: list[int] = []
+        self.stop = False
+        self.stop_sent = False
+        self.chunks: list[memoryview] = []
+        self.wake = anyio.Event()
+        self.ready = False
+        self.started = False
+        self.init_error: BaseException | None = None
+        self.quota: int | None = None
+        self.done = anyio.Event()
+
+    def signal(self, kill: bool) -> None:
+        """SIGTERM (or SIGKILL) the process if it is running."""
+        if self.started and not self.done.is_set():
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
+
+    def has_output(self) -> bool:
+        return bool(self.chunks or self.outbox or self.cancels or (self.stop and not self.stop_sent))
+
+
+class LocalBackend(Backend):
+    """Runs tasks on ``processes`` worker processes started with ``context``."""
+
+    def __init__(
+        self,
+        processes: int,
+        *,
+        context: multiprocessing.context.BaseContext,
+        initializer: bytes | None,
+        maxtasksperchild: int | None,
+        child_concurrency: int,
+    ) -> None:
+        self.processes = processes
+        self._ctx = context
+        self._init = initializer
+        self._maxtasks = maxtasksperchild
+        self._concurrency = child_concurrency
+        self._state = _State.INIT
+        self._tg: TaskGroup | None = None
+        self._pending: deque[Task] = deque()
+        self._workers: dict[int, _Worker] = {}
+        self._marker: MutableSequence[int] = context.RawArray("q", processes)  # type: ignore[assignment]
+        self._seconds_per_task: float | None = None
+        self._startup_failures = 0
+        self._broken: BrokenPoolError | None = None
+        self._completed = 0
+        self._restarted = 0
+        self._idle = anyio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self, task_group: TaskGroup) -> None:
+        self._tg = task_group
+        self._state = _State.RUN
+        async with anyio.create_task_group() as starting:
+            for slot in range(self.processes):
+                starting.start_soon(self._start_worker, slot)
+
+    def close(self) -> None:
+        if self._state is _State.RUN:
+            self._state = _State.CLOSE
+            self._check_idle()
+
+    async def join(self) -> None:
+        if self._state in (_State.INIT, _State.RUN):
+            raise ValueError("join() needs a closed or terminated pool: call close() or terminate() first")
+        await self._idle.wait()
+
+    async def terminate(self) -> None:
+        if self._state is _State.INIT:
+            self._state = _State.TERMINATE
+            self._idle.set()
+            return
+        self._state = _State.TERMINATE
+        error = PoolClosedError("the pool was terminated before this task finished")
+        self._fail_all(error)
+        workers = list(self._workers.values())
+        for worker in workers:
+            worker.signal(kill=False)
+        with anyio.move_on_after(_TERMINATE_GRACE):
+            for worker in workers:
+                await worker.done.wait()
+        for worker in workers:
+            worker.signal(kill=True)
+        for worker in workers:
+            await worker.done.wait()
+        self._check_idle()
+        await self._idle.wait()
+
+    def statistics(self) -> PoolStatistics:
+        running = sum(len(w.outstanding) for w in self._workers.values())
+        alive = sum(1 for w in self._workers.values() if w.started and w.process.exitcode is None)
+        return PoolStatistics(
+            processes=self.processes,
+            workers_alive=alive,
+            tasks_queued=len(self._pending),
+            tasks_running=running,
+            tasks_completed=self._completed,
+            workers_restarted=self._restarted,
+        )
+
+    # -- tasks ------------------------------------------------------------------
+
+    def submit(self, task: Task) -> None:
+        if self._broken is not None:
+            raise self._broken
+        if self._state is not _State.RUN:
+            raise PoolClosedError("the pool is not running: it was closed or terminated")
+        self._pending.append(task)
+        self._dispatch()
+
+    def cancel(self, tasks: list[Task], stop_running: bool = True) -> None:
+        for task in tasks:
+            if task.cancelled:
+                continue
+            task.cancelled = True
+            worker: _Worker | None = task.worker
+            if worker is None:
+                continue  # still pending: _dispatch skips it
+            if task in worker.outbox:
+                worker.outbox.remove(task)
+                del worker.outstanding[task.index]
+                if worker.quota is not None:
+                    worker.quota += 1
+            elif task.is_async or task.index > self._marker[worker.slot]:
+                # The worker drops it if it has not started it (acknowledging
+                # with CANCELLED), and cancels it if it is a running coroutine.
+                worker.cancels.append(task.index)
+                worker.wake.set()
+            elif stop_running:
+                # Running now: the only way to stop Python code is to end its
+                # process. Its other tasks go to other workers.
+                worker.signal(kill=True)
+        self._dispatch()
+        self._check_idle()
+
+    def _fail_all(self, error: BaseException) -> None:
+        tasks = list(self._pending)
+        self._pending.clear()
+        for worker in self._workers.values():
+            tasks += worker.outstanding.values()
+            worker.outstanding.clear()
+            worker.outbox.clear()
+        for task in tasks:
+            if not task.cancelled:
+                task.cancelled = True
+                task.done(False, error)
+
+    def _limit(self, task: Task) -> int:
+        per_task = self._seconds_per_task
+        ahead = 1 if per_task is None else min(_MAX_AHEAD, int(_AHEAD_SECONDS / max(per_task, 1e-7)))
+        if task.is_async:
+            return self._concurrency + max(1, ahead)
+        return 1 + max(1, ahead)
+
+    def _dispatch(self) -> None:
+        """Hand pending tasks to workers that have room, least loaded first."""
+        pending = self._pending
+        touched: list[tuple[_Worker, bool]] = []
+        workers = [w for w in self._workers.values() if not w.stop and w.quota != 0]
+        while pending and workers:
+            task = pending[0]
+            if task.cancelled:
+                pending.popleft()
+                continue
+            limit = self._limit(task)
+            best: _Worker | None = None
+            for worker in workers:
+                load = len(worker.outstanding)
+                if load < limit and (best is None or load < len(best.outstanding)):
+                    best = worker
+            if best is None:
+                break
+            pending.popleft()
+            if not best.outbox:
+                touched.append((best, not best.outstanding))
+            best.outbox.append(task)
+            task.worker = best
+            task.index = best.next_index
+            best.next_index += 1
+            best.outstanding[task.index] = task
+            if best.quota is not None:
+                best.quota -= 1
+                if best.quota == 0:
+                    workers.remove(best)
+        for worker, was_idle in touched:
+            if was_idle and worker.started and not worker.chunks:
+                # Nothing for this worker to batch with: send now, saving the
+                # writer's wake-up on the round trip of a lone call.
+                self._write(worker)
+            worker.wake.set()
+
+    # -- workers -----------------------------------------------------------------
+
+    async def _start_worker(self, slot: int) -> None:
+        parent_end, child_end = self._ctx.Pipe(duplex=True)
+        self._marker[slot] = 0
+        process = self._ctx.Process(
+            target=worker_main,
+            args=(child_end, self._marker, slot, self._init, self._maxtasks, self._concurrency),
+            name=f"aiomp-worker-{slot}",
+            daemon=True,
+        )
+        worker = _Worker(slot, process, parent_end)
+        worker.quota = self._maxtasks
+        self._workers[slot] = worker
+        self._dispatch()
+        try:
+            await anyio.to_thread.run_sync(process.start, abandon_on_cancel=False)
+        except BaseException as error:
+            child_end.close()
+            self._buried(worker, None, start_error=error)
+            parent_end.close()
+            if not isinstance(error, Exception):
+                raise
+            return
+        child_end.close()
+        worker.started = True
+        if self._tg is None:  # pragma: no cover - start() sets it first
+            raise RuntimeError("backend not started")
+        self._tg.start_soon(self._serve, worker)
+
+    async def _serve(self, worker: _Worker) -> None:
+        """Run one worker's reader and writer until its process ends."""
+        exitcode: int | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._read, worker)
+                tg.start_soon(self._writer, worker)
+                await _fd.wait_readable(worker.process.sentinel)
+                tg.cancel_scope.cancel()
+            # The process is gone, so everything it wrote is in the socket now.
+            try:
+                await self._handle(worker, worker.reader.read())
+            except (EOFError, OSError):
+                pass
+            exitcode = await _reap(worker.process)
+        finally:
+            self._buried(worker, exitcode)
+            _fd.forget(worker.fd)
+            worker.conn.close()
+            if worker.process.exitcode is None:  # only if this task was cancelled early
+                worker.process.kill()
+                worker.process.join(1)
+            worker.process.close()
+            worker.done.set()
+
+    async def _read(self, worker: _Worker) -> None:
+        while True:
+            await _fd.wait_readable(worker.fd)
+            try:
+                frames = worker.reader.read()
+            except (EOFError, OSError):
+                return  # the sentinel will say how the process ended
+            # Results already taken off the socket must reach their callers even
+            # if this reader is being cancelled because the process just ended.
+            with anyio.CancelScope(shield=True):
+                await self._handle(worker, frames)
+
+    async def _handle(self, worker: _Worker, frames: list[list[_wire.Buffer]]) -> None:
+        for frame in frames:
+            message = pickle.loads(frame[0])
+            kind = message[0]
+            if kind == _wire.RESULT:
+                await self._result(worker, message, frame[1:])
+            elif kind == _wire.READY:
+                worker.ready = True
+                self._startup_failures = 0
+            elif kind == _wire.INIT_FAILED:
+                worker.init_error = _serialize.load_error(message[1])
+        self._dispatch()
+        self._check_idle()
+
+    async def _result(self, worker: _Worker, message: tuple[Any, ...], buffers: list[_wire.Buffer]) -> None:
+        _, index, status, data, nbuf, seconds = message
+        task = worker.outstanding.pop(index, None)
+        if task is None:
+            return
+        if worker.quota is not None and status == _wire.CANCELLED:
+            worker.quota += 1
+        if status != _wire.CANCELLED:
+            self._completed += 1
+            if seconds > 0:
+                old = self._seconds_per_task
+                self._seconds_per_task = seconds if old is None else 0.8 * old + 0.2 * seconds
+        if task.cancelled or status == _wire.CANCELLED:
+            return
+        try:
+            if status == _wire.ERROR:
+                ok, value = False, _serialize.load_error(data)
+            elif len(data) >= _serialize.LARGE:
+                ok, value = True, await anyio.to_thread.run_sync(_serialize.loads, data, buffers[:nbuf])
+            else:
+                ok, value = True, _serialize.loads(data, buffers[:nbuf])
+        except Exception as error:
+            if hasattr(error, "add_note"):
+                error.add_note("aiomp: the task's result could not be unpickled in the parent")
+            ok, value = False, error
+        if not task.cancelled:
+            task.cancelled = True  # delivered: nothing may touch it again
+            task.done(ok, value)
+
+    async def _writer(self, worker: _Worker) -> None:
+        try:
+            while True:
+                if not worker.has_output():
+                    await worker.wake.wait()
+                    worker.wake = anyio.Event()
+                    continue
+                if not self._write(worker):
+                    await _fd.wait_writable(worker.fd)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the process is ending; the sentinel handles it
+
+    def _write(self, worker: _Worker) -> bool:
+        """Write what the socket takes now; False when it is full."""
+        if not worker.chunks:
+            worker.chunks = self._encode(worker)
+        try:
+            while worker.chunks:
+                _wire.write_some(worker.fd, worker.chunks)
+                if not worker.chunks:
+                    worker.chunks = self._encode(worker)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # the process is ending; the sentinel handles it
+        return True
+
+    def _encode(self, worker: _Worker) -> list[memoryview]:
+        parts: list[_wire.Buffer] = []
+        if worker.cancels:
+            parts += _wire.encode_frame([pickle.dumps((_wire.CANCEL, worker.cancels), 5)])
+            worker.cancels = []
+        if worker.outbox:
+            records = []
+            buffers: list[_wire.Buffer] = []
+            for task in worker.outbox:
+                records.append((task.index, task.func, task.payload, len(task.buffers), task.mode, task.is_async))
+                buffers += task.buffers
+            worker.outbox = []
+            parts += _wire.encode_frame([pickle.dumps((_wire.TASKS, records), 5), *buffers])
+        if worker.stop and not worker.stop_sent:
+            worker.stop_sent = True
+            parts += _wire.encode_frame([pickle.dumps((_wire.STOP,), 5)])
+        return _wire.as_chunks(parts)
+
+    def _buried(self, worker: _Worker, exitcode: int | None, start_error: BaseException | None = None) -> None:
+        """Settle a worker that has exited: fail, requeue, replace."""
+        if self._workers.get(worker.slot) is not worker:
+            return
+        del self._workers[worker.slot]
+        started = self._marker[worker.slot]
+        requeue: list[Task] = []
+        died: list[Task] = []
+        for index, task in worker.outstanding.items():
+            if task.cancelled:
+                continue
+            (died if worker.started and index <= started else requeue).append(task)
+            task.worker = None
+        worker.outstanding.clear()
+        worker.outbox.clear()
+        self._pending.extendleft(reversed(requeue))
+        for task in died:
+            task.cancelled = True
+            task.done(False, WorkerDiedError(exitcode))
+        if self._state is _State.TERMINATE or (worker.stop and exitcode == 0):
+            self._check_idle()  # stopped on purpose
+            return
+        if not worker.ready:
+            self._startup_failures += 1
+            if self._startup_failures >= _STARTUP_FAILURES:
+                self._break(worker, exitcode, start_error)
+                return
+        else:
+            self._restarted += 1
+        if self._state is _State.RUN or (self._pending and self._state is _State.CLOSE):
+            assert self._tg is not None
+            self._tg.start_soon(self._start_worker, worker.slot)
+        self._dispatch()
+        self._check_idle()
+
+    def _break(self, worker: _Worker, exitcode: int | None, start_error: BaseException | None) -> None:
+        if worker.init_error is not None:
+            error = BrokenPoolError(
+                f"the pool's initializer raised {type(worker.init_error).__name__}: {worker.init_error}"
+                f" ({self._startup_failures} workers in a row failed to start)"
+            )
+            error.__cause__ = worker.init_error
+        elif start_error is not None:
+            error = BrokenPoolError(f"worker processes could not be started: {start_error!r}")
+            error.__cause__ = start_error
+        else:
+            error = BrokenPoolError(
+                f"{self._startup_failures} worker processes in a row exited (code {exitcode}) while "
+                "starting. If the script that created the pool has no `if __name__ == \"__main__\":` "
+                "guard around its top-level code, add one: with the spawn and forkserver start methods "
+                "every worker imports the main module. Otherwise the workers may fail to import a "
+                "module, or run out of memory."
+            )
+        self._broken = error
+        self._fail_all(error)
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        """Stop idle workers of a closing pool; wake join() once all are gone."""
+        if self._state is _State.RUN:
+            return
+        busy = self._pending or any(w.outstanding for w in self._workers.values())
+        if busy and self._broken is None and self._state is _State.CLOSE:
+            return
+        if self._broken is not None:
+            for worker in self._workers.values():
+                worker.signal(kill=False)
+        for worker in self._workers.values():
+            if not worker.stop:
+                worker.stop = True
+                worker.wake.set()
+        if not self._workers:
+            self._idle.set()
+
+
+async def _reap(process: multiprocessing.process.BaseProcess) -> int | None:
+    """The exit code of a process whose sentinel has fired."""
+    # The sentinel fires as the process exits; the kernel may take a moment more
+    # before waitpid() reports it. This short, bounded retry covers only that gap.
+    delay = 0.0005
+    for _ in range(20):
+        process.join(0)
+        if process.exitcode is not None:
+            return process.exitcode
+        await anyio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    return await anyio.to_thread.run_sync(_join, process)
+
+
+def _join(process: multiprocessing.process.BaseProcess) -> int | None:
+    process.join(5)
+    return process.exitcode
+
+
+def default_context() -> multiprocessing.context.BaseContext:
+    """forkserver where it exists (never fork a process that runs an event loop), else spawn."""
+    if sys.platform != "win32" and "forkserver" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("spawn")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    count = getattr(os, "process_cpu_count", None)
+    if count is not None:
+        return int(count() or 1)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+

@@ -1,0 +1,793 @@
+"""``Pool`` and ``AsyncResult``: the parent's side of running functions on workers.
+
+A call becomes one or more ``Task`` objects (one per chunk for the map family),
+each pickled here so that a pickling error reaches the call that caused it, then
+handed to the backend. ``AsyncResult`` collects the outcomes; ``imap`` and
+``imap_unordered`` feed a bounded window of chunks from the source as the consumer
+pulls results, so an endless source runs in constant memory.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import inspect
+import itertools
+import logging
+import math
+import multiprocessing
+import multiprocessing.context
+import sys
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from types import TracebackType
+from typing import Any, Generic, TypeVar, overload
+
+import anyio
+from anyio.abc import TaskGroup
+from typing_extensions import Self
+
+from . import _serialize, _wire
+from ._exceptions import PoolClosedError
+from .backends import Backend, PoolStatistics, Task
+from .backends.local import LocalBackend, default_context, usable_cpus
+
+__all__ = ["AsyncResult", "Pool"]
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+_logger = logging.getLogger("aiomp")
+
+
+class AsyncResult(Generic[R]):
+    """The outcome of ``apply_async``, ``map_async`` or ``starmap_async``.
+
+    Await it (``await res``) or call ``await res.get()`` for the value; the task's
+    exception is raised there with the worker's traceback as ``__cause__``.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        callback: Callable[[R], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+        single: bool,
+    ) -> None:
+        self._backend = backend
+        self._callback = callback
+        self._error_callback = error_callback
+        self._single = single
+        self._tasks: list[Task] = []
+        self._values: list[Any] = []
+        self._remaining = 0
+        self._event = anyio.Event()
+        self._ok = False
+        self._value: Any = None
+
+    def _add(self, tasks: list[Task]) -> None:
+        """Adopt the tasks whose outcomes make up this result (before they are submitted)."""
+        self._tasks = tasks
+        self._values = [None] * len(tasks)
+        self._remaining = len(tasks)
+        for position, task in enumerate(tasks):
+            task.done = functools.partial(self._task_done, position)
+        if not tasks:
+            self._finish(True, [])
+
+    def _task_done(self, position: int, ok: bool, value: Any) -> None:
+        if self._event.is_set():
+            return
+        if not ok:
+            # The call has failed: what has not started never will.
+            self._backend.cancel([t for t in self._tasks if not t.cancelled], stop_running=False)
+            self._finish(False, value)
+            return
+        self._values[position] = value
+        self._remaining -= 1
+        if not self._remaining:
+            if self._single:
+                self._finish(True, self._values[0])
+            else:
+                self._finish(True, list(itertools.chain.from_iterable(self._values)))
+
+    def _finish(self, ok: bool, value: Any) -> None:
+        self._ok, self._value = ok, value
+        self._values = []
+        self._event.set()
+        callback = self._callback if ok else self._error_callback
+        if callback is not None:
+            try:
+                callback(value)
+            except Exception:
+                _logger.exception("aiomp: a %s raised", "callback" if ok else "error_callback")
+
+    def ready(self) -> bool:
+        """Whether the call has finished (with a value, an error, or cancelled)."""
+        return self._event.is_set()
+
+    def successful(self) -> bool:
+        """Whether the call finished with a value. Raises ``ValueError`` if not ready."""
+        if not self.ready():
+            raise ValueError(f"{self!r} is not ready")
+        return self._ok
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the result is ready or ``timeout`` seconds pass; return ``ready()``."""
+        _check_timeout(timeout)
+        with anyio.move_on_after(timeout):
+            await self._event.wait()
+        return self.ready()
+
+    async def get(self, timeout: float | None = None) -> R:
+        """Return the value, or raise the call's exception.
+
+        Raises the builtin ``TimeoutError`` if it is not ready within ``timeout``
+        seconds (the work goes on; ``cancel()`` stops it), and
+        ``concurrent.futures.CancelledError`` if the call was cancelled.
+        """
+        _check_timeout(timeout)
+        with _deadline(timeout):
+            await self._event.wait()
+        if self._ok:
+            return self._value  # type: ignore[no-any-return]
+        raise self._value
+
+    def __await__(self) -> Any:
+        return self.get().__await__()
+
+    def cancel(self) -> bool:
+        """Stop the call: tasks that have not started never will, running ones are stopped.
+
+        Returns False if the call had already finished.
+        """
+        if self.ready():
+            return False
+        self._backend.cancel([t for t in self._tasks if not t.cancelled], stop_running=True)
+        self._ok, self._value = False, concurrent.futures.CancelledError()
+        self._event.set()
+        return True
+
+    def __repr__(self) -> str:
+        state = "pending" if not self.ready() else ("successful" if self._ok else "failed")
+        return f"<aiomp.AsyncResult {state}>"
+
+
+class Pool:
+    """A pool of worker processes, driven from an event loop.
+
+    Use it as ``async with aiomp.Pool() as pool:``. Entering starts the workers;
+    leaving normally closes the pool and waits for its work, leaving by an
+    exception or cancellation terminates it. See ``docs/pool.md``.
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        *,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        context: str | multiprocessing.context.BaseContext | None = None,
+        child_concurrency: int = 16,
+        backend: Backend | None = None,
+    ) -> None:
+        processes = usable_cpus() if processes is None else _positive_int("processes", processes)
+        if maxtasksperchild is not None:
+            maxtasksperchild = _positive_int("maxtasksperchild", maxtasksperchild)
+        child_concurrency = _positive_int("child_concurrency", child_concurrency)
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be callable or None, not {type(initializer).__name__}")
+        if isinstance(initargs, (str, bytes)) or not isinstance(initargs, Iterable):
+            raise TypeError(f"initargs must be a tuple of arguments, not {type(initargs).__name__}")
+        init = None
+        if initializer is not None:
+            init = _serialize.dumps((_serialize.dump_function(initializer), tuple(initargs)), [])
+        self._ctx = _context(context)
+        if backend is None:
+            backend = LocalBackend(
+                processes,
+                context=self._ctx,
+                initializer=init,
+                maxtasksperchild=maxtasksperchild,
+                child_concurrency=child_concurrency,
+            )
+        elif not isinstance(backend, Backend):
+            raise TypeError(f"backend must be an aiomp backend or None, not {type(backend).__name__}")
+        self._backend = backend
+        self._tg: TaskGroup | None = None
+        self._entered = False
+        self._closed = False
+
+    @property
+    def processes(self) -> int:
+        """The number of worker processes."""
+        return self._backend.processes
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("running" if self._tg is not None else "not started")
+        return f"<aiomp.Pool processes={self.processes} {state}>"
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._entered:
+            raise RuntimeError("a Pool can be entered only once")
+        self._entered = True
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        try:
+            await self._backend.start(tg)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._backend.terminate()
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(*sys.exc_info())
+            raise
+        self._tg = tg
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        tg = self._tg
+        assert tg is not None, "Pool.__aexit__ without __aenter__"
+        try:
+            if exc_type is None:
+                self.close()
+                await self.join()
+            else:
+                with anyio.CancelScope(shield=True):
+                    await self.terminate()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.terminate()
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(*sys.exc_info())
+            raise
+        tg.cancel_scope.cancel()
+        return await tg.__aexit__(exc_type, exc, tb)
+
+    def close(self) -> None:
+        """Take no more work; the work already submitted still runs. Then ``await join()``."""
+        self._closed = True
+        self._backend.close()
+
+    async def join(self) -> None:
+        """Wait for all submitted work to finish and the workers to exit.
+
+        The pool must have been closed (or terminated) first, else ``ValueError``.
+        """
+        if self._tg is None:
+            return
+        await self._backend.join()
+
+    async def terminate(self) -> None:
+        """Stop the workers now. Unfinished calls raise ``PoolClosedError``."""
+        self._closed = True
+        await self._backend.terminate()
+
+    def statistics(self) -> PoolStatistics:
+        """A snapshot of the pool's counters (queued, running, completed, restarts)."""
+        return self._backend.statistics()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PoolClosedError("the pool is closed: it takes no more work")
+        if self._tg is None:
+            raise RuntimeError("the pool is not running: use `async with aiomp.Pool() as pool:`")
+
+    # -- apply ---------------------------------------------------------------------
+
+    @overload
+    async def apply(
+        self,
+        func: Callable[..., Coroutine[Any, Any, R]],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = ...,
+        *,
+        timeout: float | None = None,
+    ) -> R: ...
+
+    @overload
+    async def apply(
+        self, func: Callable[..., R], args: Iterable[Any] = (), kwds: Mapping[str, Any] = ..., *, timeout: float | None = None
+    ) -> R: ...
+
+    async def apply(
+        self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: Mapping[str, Any] = {}, *, timeout: float | None = None
+    ) -> Any:
+        """Run ``func(*args, **kwds)`` in a worker and return its result.
+
+        ``timeout`` (seconds) raises the builtin ``TimeoutError`` and stops the task.
+        """
+        self._check_open()
+        _check_timeout(timeout)
+        with _deadline(timeout):
+            call = _Call(func, "args", _wire.APPLY, self._backend)
+            payloads = [(_check_args(args), _check_kwds(kwds))]
+            result: AsyncResult[Any] = AsyncResult(self._backend, None, None, single=True)
+            await call.submit(result, payloads, offload=_serialize.likely_large(payloads))
+            return await _wait(result)
+
+    @overload
+    def apply_async(
+        self,
+        func: Callable[..., Coroutine[Any, Any, R]],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = ...,
+        callback: Callable[[R], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[R]: ...
+
+    @overload
+    def apply_async(
+        self,
+        func: Callable[..., R],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = ...,
+        callback: Callable[[R], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[R]: ...
+
+    def apply_async(
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = {},
+        callback: Callable[[Any], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[Any]:
+        """Schedule ``func(*args, **kwds)`` now and return its ``AsyncResult``.
+
+        Callbacks run in the parent, on the event loop, when the result is ready.
+        """
+        self._check_open()
+        _check_callbacks(callback, error_callback)
+        call = _Call(func, "args", _wire.APPLY, self._backend)
+        result: AsyncResult[Any] = AsyncResult(self._backend, callback, error_callback, single=True)
+        call.submit_now(result, [(_check_args(args), _check_kwds(kwds))])
+        return result
+
+    # -- map and starmap -------------------------------------------------------------
+
+    @overload
+    async def map(
+        self,
+        func: Callable[[T], Coroutine[Any, Any, R]],
+        iterable: Iterable[T] | AsyncIterable[T],
+        chunksize: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[R]: ...
+
+    @overload
+    async def map(
+        self,
+        func: Callable[[T], R],
+        iterable: Iterable[T] | AsyncIterable[T],
+        chunksize: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[R]: ...
+
+    async def map(
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any] | AsyncIterable[Any],
+        chunksize: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[Any]:
+        """Apply ``func`` to every item, in chunks, and return the results in order.
+
+        If any item raises, the call raises that exception and its remaining
+        chunks are dropped. ``timeout`` raises ``TimeoutError`` and stops the work.
+        """
+        return await self._map(func, iterable, chunksize, _wire.MAP, timeout)
+
+    @overload
+    async def starmap(
+        self,
+        func: Callable[..., Coroutine[Any, Any, R]],
+        iterable: Iterable[Iterable[Any]] | AsyncIterable[Iterable[Any]],
+        chunksize: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[R]: ...
+
+    @overload
+    async def starmap(
+        self,
+        func: Callable[..., R],
+        iterable: Iterable[Iterable[Any]] | AsyncIterable[Iterable[Any]],
+        chunksize: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[R]: ...
+
+    async def starmap(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]] | AsyncIterable[Iterable[Any]],
+        chunksize: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[Any]:
+        """Like ``map``, but each item is a tuple of arguments: ``func(*item)``."""
+        return await self._map(func, iterable, chunksize, _wire.STARMAP, timeout)
+
+    async def _map(
+        self, func: Callable[..., Any], iterable: Any, chunksize: int | None, mode: int, timeout: float | None
+    ) -> list[Any]:
+        self._check_open()
+        _check_timeout(timeout)
+        chunksize = _check_chunksize(chunksize, allow_none=True)
+        call = _Call(func, "iterable", mode, self._backend)
+        with _deadline(timeout):
+            items = await _collect(iterable)
+            chunks = _chunks(items, chunksize or self._auto_chunksize(len(items)))
+            result: AsyncResult[list[Any]] = AsyncResult(self._backend, None, None, single=False)
+            await call.submit(result, chunks, offload=any(_serialize.likely_large(c) for c in chunks))
+            return await _wait(result)
+
+    def _auto_chunksize(self, count: int) -> int:
+        # Four chunks per worker: enough to balance uneven items, few enough
+        # that per-message costs vanish for tiny tasks.
+        return max(1, math.ceil(count / (self.processes * 4)))
+
+    def map_async(
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any] | AsyncIterable[Any],
+        chunksize: int | None = None,
+        callback: Callable[[list[Any]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[list[Any]]:
+        """Schedule ``map`` now and return its ``AsyncResult``."""
+        return self._map_async(func, iterable, chunksize, _wire.MAP, callback, error_callback)
+
+    def starmap_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]] | AsyncIterable[Iterable[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[list[Any]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[list[Any]]:
+        """Schedule ``starmap`` now and return its ``AsyncResult``."""
+        return self._map_async(func, iterable, chunksize, _wire.STARMAP, callback, error_callback)
+
+    def _map_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Any,
+        chunksize: int | None,
+        mode: int,
+        callback: Callable[[list[Any]], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+    ) -> AsyncResult[list[Any]]:
+        self._check_open()
+        _check_callbacks(callback, error_callback)
+        chunksize = _check_chunksize(chunksize, allow_none=True)
+        call = _Call(func, "iterable", mode, self._backend)
+        result: AsyncResult[list[Any]] = AsyncResult(self._backend, callback, error_callback, single=False)
+        if isinstance(iterable, AsyncIterable):
+            # The items arrive later: read them in the pool's own task group.
+            assert self._tg is not None
+            self._tg.start_soon(self._map_later, call, result, iterable, chunksize)
+            return result
+        items = _list(iterable)
+        call.submit_now(result, _chunks(items, chunksize or self._auto_chunksize(len(items))))
+        return result
+
+    async def _map_later(
+        self, call: _Call, result: AsyncResult[list[Any]], iterable: AsyncIterable[Any], chunksize: int | None
+    ) -> None:
+        try:
+            items = [item async for item in iterable]
+            if result.ready():
+                return  # cancelled meanwhile
+            call.submit_now(result, _chunks(items, chunksize or self._auto_chunksize(len(items))))
+        except Exception as error:
+            if not result.ready():
+                result._finish(False, error)
+
+    # -- imap ------------------------------------------------------------------------
+
+    @overload
+    def imap(
+        self,
+        func: Callable[[T], Coroutine[Any, Any, R]],
+        iterable: Iterable[T] | AsyncIterable[T],
+        chunksize: int = 1,
+    ) -> IMapIterator[R]: ...
+
+    @overload
+    def imap(self, func: Callable[[T], R], iterable: Iterable[T] | AsyncIterable[T], chunksize: int = 1) -> IMapIterator[R]: ...
+
+    def imap(self, func: Callable[[Any], Any], iterable: Iterable[Any] | AsyncIterable[Any], chunksize: int = 1) -> IMapIterator[Any]:
+        """Iterate over ``func(item)`` for each item, in input order: ``async for r in pool.imap(...)``.
+
+        The source is read lazily with a bounded number of chunks in flight.
+        """
+        return IMapIterator(self, func, iterable, chunksize, ordered=True)
+
+    @overload
+    def imap_unordered(
+        self,
+        func: Callable[[T], Coroutine[Any, Any, R]],
+        iterable: Iterable[T] | AsyncIterable[T],
+        chunksize: int = 1,
+    ) -> IMapIterator[R]: ...
+
+    @overload
+    def imap_unordered(
+        self, func: Callable[[T], R], iterable: Iterable[T] | AsyncIterable[T], chunksize: int = 1
+    ) -> IMapIterator[R]: ...
+
+    def imap_unordered(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any] | AsyncIterable[Any], chunksize: int = 1
+    ) -> IMapIterator[Any]:
+        """Like ``imap``, but results come in the order they finish."""
+        return IMapIterator(self, func, iterable, chunksize, ordered=False)
+
+
+class IMapIterator(AsyncIterator[R]):
+    """The async iterator returned by ``imap`` and ``imap_unordered``.
+
+    It submits chunks as the consumer pulls results, keeping at most ``window``
+    chunks between the source and the consumer. ``aclose()`` (or ``async with``)
+    stops the work still in flight; so does reaching the end or an error.
+    """
+
+    def __init__(self, pool: Pool, func: Callable[..., Any], iterable: Any, chunksize: int, ordered: bool) -> None:
+        pool._check_open()
+        self._chunksize = _check_chunksize(chunksize, allow_none=False)
+        self._call = _Call(func, "iterable", _wire.MAP, pool._backend)
+        self._backend = pool._backend
+        if isinstance(iterable, AsyncIterable):
+            self._async_source: AsyncIterator[Any] | None = aiter(iterable)
+            self._source: Iterator[Any] | None = None
+        elif isinstance(iterable, Iterable):
+            self._async_source, self._source = None, iter(iterable)
+        else:
+            raise TypeError(f"iterable must be an iterable or an async iterable, not {type(iterable).__name__}")
+        self._ordered = ordered
+        self.window = max(8, 4 * pool.processes)
+        self._inflight: dict[int, Task] = {}
+        self._done: dict[int, tuple[bool, Any]] = {}
+        self._ready: deque[Any] = deque()
+        self._submitted = 0
+        self._next = 0
+        self._exhausted = False
+        self._closed = False
+        self._wakeup = anyio.Event()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def __anext__(self) -> R:
+        while True:
+            if self._ready:
+                return self._ready.popleft()  # type: ignore[no-any-return]
+            if self._closed:
+                raise StopAsyncIteration
+            self._take_done()
+            if self._ready:
+                continue
+            if not self._exhausted and len(self._inflight) + len(self._done) < self.window:
+                await self._feed()
+                continue
+            if not self._inflight and not self._done:
+                self._closed = True
+                raise StopAsyncIteration
+            await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+
+    async def _feed(self) -> None:
+        """Read one chunk from the source and submit it."""
+        try:
+            chunk = await self._read_chunk()
+        except BaseException:
+            self._stop()
+            raise
+        if not chunk:
+            self._exhausted = True
+            return
+        seq = self._submitted
+        self._submitted += 1
+        task = self._call.task(chunk)
+        task.done = functools.partial(self._task_done, seq)
+        self._inflight[seq] = task
+        try:
+            self._backend.submit(task)
+        except BaseException:
+            del self._inflight[seq]
+            self._stop()
+            raise
+
+    async def _read_chunk(self) -> list[Any]:
+        if self._source is not None:
+            return list(itertools.islice(self._source, self._chunksize))
+        assert self._async_source is not None
+        chunk: list[Any] = []
+        while len(chunk) < self._chunksize:
+            try:
+                chunk.append(await self._async_source.__anext__())
+            except StopAsyncIteration:
+                break
+        return chunk
+
+    def _task_done(self, seq: int, ok: bool, value: Any) -> None:
+        if self._inflight.pop(seq, None) is not None:
+            self._done[seq] = (ok, value)
+            self._wakeup.set()
+
+    def _take_done(self) -> None:
+        while self._done:
+            if self._ordered:
+                if self._next not in self._done:
+                    return
+                seq = self._next
+                self._next += 1
+            else:
+                seq = next(iter(self._done))
+            ok, value = self._done.pop(seq)
+            if not ok:
+                self._stop()
+                raise value
+            self._ready.extend(value)
+
+    def _stop(self) -> None:
+        self._closed = True
+        self._ready.clear()
+        self._done.clear()
+        if self._inflight:
+            self._backend.cancel(list(self._inflight.values()), stop_running=True)
+            self._inflight.clear()
+
+    async def aclose(self) -> None:
+        """Stop: drop the chunks not started and stop the running ones."""
+        self._stop()
+
+
+class _Call:
+    """What every task of one call shares: the function and how to apply it."""
+
+    def __init__(self, func: Callable[..., Any], what: str, mode: int, backend: Backend) -> None:
+        if not callable(func):
+            raise TypeError(f"func must be callable, not {type(func).__name__}")
+        self.func = _serialize.dump_function(func)
+        self.is_async = _is_async(func)
+        self.mode = mode
+        self.backend = backend
+
+    def task(self, payload: Any) -> Task:
+        buffers: list[Any] = []
+        data = _serialize.dumps(payload, buffers)
+        return Task(self.func, data, [b.raw() for b in buffers], self.mode, self.is_async, _no_done)
+
+    def submit_now(self, result: AsyncResult[Any], payloads: list[Any]) -> None:
+        tasks = [self.task(payload) for payload in payloads]
+        result._add(tasks)
+        self._submit(tasks)
+
+    async def submit(self, result: AsyncResult[Any], payloads: list[Any], offload: bool) -> None:
+        """Pickle (in a thread if the payloads look large), then submit."""
+        if offload:
+            tasks = await anyio.to_thread.run_sync(lambda: [self.task(p) for p in payloads])
+        else:
+            tasks = [self.task(payload) for payload in payloads]
+        result._add(tasks)
+        self._submit(tasks)
+
+    def _submit(self, tasks: list[Task]) -> None:
+        for position, task in enumerate(tasks):
+            try:
+                self.backend.submit(task)
+            except BaseException:
+                self.backend.cancel(tasks[:position])
+                raise
+
+
+def _no_done(ok: bool, value: Any) -> None:  # replaced before a task is submitted
+    raise AssertionError("task completed without a receiver")
+
+
+async def _wait(result: AsyncResult[R]) -> R:
+    """Await a result; if this wait is cancelled or times out, cancel the call."""
+    try:
+        return await result.get()
+    except BaseException:
+        if not result.ready():
+            result.cancel()
+        raise
+
+
+def _deadline(timeout: float | None) -> AbstractContextManager[Any]:
+    return nullcontext() if timeout is None else anyio.fail_after(timeout)
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, not {value}")
+    return value
+
+
+def _check_chunksize(chunksize: int | None, allow_none: bool) -> int | None:
+    if chunksize is None and allow_none:
+        return None
+    return _positive_int("chunksize", chunksize)
+
+
+def _check_args(args: object) -> tuple[Any, ...]:
+    if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+        raise TypeError(f"args must be a tuple of arguments, not {type(args).__name__}")
+    return tuple(args)
+
+
+def _check_kwds(kwds: object) -> dict[str, Any]:
+    if not isinstance(kwds, Mapping):
+        raise TypeError(f"kwds must be a mapping of keyword arguments, not {type(kwds).__name__}")
+    return dict(kwds)
+
+
+def _check_callbacks(callback: object, error_callback: object) -> None:
+    for name, value in (("callback", callback), ("error_callback", error_callback)):
+        if value is not None and not callable(value):
+            raise TypeError(f"{name} must be callable or None, not {type(value).__name__}")
+
+
+def _list(iterable: object) -> list[Any]:
+    if not isinstance(iterable, Iterable):
+        raise TypeError(f"iterable must be an iterable or an async iterable, not {type(iterable).__name__}")
+    return list(iterable)
+
+
+async def _collect(iterable: object) -> list[Any]:
+    if isinstance(iterable, AsyncIterable):
+        return [item async for item in iterable]
+    return _list(iterable)
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
+
+
+def _context(context: object) -> multiprocessing.context.BaseContext:
+    if context is None:
+        return default_context()
+    if isinstance(context, multiprocessing.context.BaseContext):
+        return context
+    if isinstance(context, str):
+        methods = multiprocessing.get_all_start_methods()
+        if context not in methods:
+            raise ValueError(f"context must be one of {methods} or None, not {context!r}")
+        return multiprocessing.get_context(context)
+    raise TypeError(f"context must be a start method name or None, not {type(context).__name__}")
+
