@@ -34,7 +34,8 @@ def dumps(obj: object, buffers: list[pickle.PickleBuffer]) -> bytes:
     except Exception as error:
         del buffers[mark:]
         try:
-            return cloudpickle.dumps(obj, _PROTOCOL, buffer_callback=buffers.append)  # type: ignore[no-any-return]
+            data: bytes = cloudpickle.dumps(obj, _PROTOCOL, buffer_callback=buffers.append)
+            return data
         except Exception:
             del buffers[mark:]
             raise error from None
@@ -42,7 +43,7 @@ def dumps(obj: object, buffers: list[pickle.PickleBuffer]) -> bytes:
 
 def loads(data: bytes, buffers: Sequence[object] = ()) -> Any:
     """Unpickle what ``dumps`` made."""
-    return pickle.loads(data, buffers=buffers)  # type: ignore[arg-type]
+    return pickle.loads(data, buffers=buffers)
 
 
 _function_cache: dict[Callable[..., Any], bytes] = {}

@@ -34,11 +34,13 @@ import os
 import select
 import struct
 from collections.abc import Sequence
-from typing import Final, Union
+from typing import Final
 
 __all__ = ["FrameReader", "encode_frame", "write_frame_blocking"]
 
-Buffer = Union[bytes, bytearray, memoryview]
+from typing import TypeAlias
+
+Buffer: TypeAlias = "bytes | bytearray | memoryview"
 
 # Message kinds.
 TASKS: Final = 1
@@ -146,6 +148,10 @@ class FrameReader:
                 data = os.read(self.fd, _READ_SIZE)
             except BlockingIOError:
                 return frames
+            except ConnectionResetError:
+                # A peer that exits with our bytes unread resets the socket
+                # instead of closing it; what it wrote before is still here.
+                data = b""
             if not data:
                 if frames:
                     return frames
@@ -226,6 +232,8 @@ class FrameReader:
                 got = os.readv(self.fd, views)
             except BlockingIOError:
                 return False
+            except ConnectionResetError:
+                got = 0
             finally:
                 for v in views:
                     v.release()

@@ -124,7 +124,7 @@ class _Worker:
             value = _call(func, loads(payload, buffers), mode)
             if asyncio.iscoroutine(value):
                 value = self.async_loop().run_until_complete(value)
-        except BaseException as error:  # noqa: BLE001 - every failure goes to the caller
+        except BaseException as error:  # every failure goes to the caller
             self.send_error(index, error, time.perf_counter() - start)
         else:
             self.send_value(index, value, time.perf_counter() - start)
@@ -277,7 +277,7 @@ def worker_main(
         try:
             func_data, initargs = loads(init)
             loads(func_data)(*initargs)
-        except BaseException as error:  # noqa: BLE001
+        except BaseException as error:
             head = pickle.dumps((_wire.INIT_FAILED, dump_error(error)), 5)
             _wire.write_frame_blocking(fd, [head])
             sys.exit(1)

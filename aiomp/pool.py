@@ -237,17 +237,14 @@ class Pool:
             if exc_type is None:
                 self.close()
                 await self.join()
-            else:
-                with anyio.CancelScope(shield=True):
-                    await self.terminate()
-        except BaseException:
+        finally:
+            # Left by an exception or a cancellation (of the block or of join):
+            # stop everything now. After a clean join this finds nothing to do.
             with anyio.CancelScope(shield=True):
                 await self.terminate()
             tg.cancel_scope.cancel()
-            await tg.__aexit__(*sys.exc_info())
-            raise
-        tg.cancel_scope.cancel()
-        return await tg.__aexit__(exc_type, exc, tb)
+            await tg.__aexit__(None, None, None)
+        return None
 
     def close(self) -> None:
         """Take no more work; the work already submitted still runs. Then ``await join()``."""
@@ -292,11 +289,21 @@ class Pool:
 
     @overload
     async def apply(
-        self, func: Callable[..., R], args: Iterable[Any] = (), kwds: Mapping[str, Any] = ..., *, timeout: float | None = None
+        self,
+        func: Callable[..., R],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = ...,
+        *,
+        timeout: float | None = None,
     ) -> R: ...
 
     async def apply(
-        self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: Mapping[str, Any] = {}, *, timeout: float | None = None
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = {},
+        *,
+        timeout: float | None = None,
     ) -> Any:
         """Run ``func(*args, **kwds)`` in a worker and return its result.
 
@@ -505,9 +512,13 @@ class Pool:
     ) -> IMapIterator[R]: ...
 
     @overload
-    def imap(self, func: Callable[[T], R], iterable: Iterable[T] | AsyncIterable[T], chunksize: int = 1) -> IMapIterator[R]: ...
+    def imap(
+        self, func: Callable[[T], R], iterable: Iterable[T] | AsyncIterable[T], chunksize: int = 1
+    ) -> IMapIterator[R]: ...
 
-    def imap(self, func: Callable[[Any], Any], iterable: Iterable[Any] | AsyncIterable[Any], chunksize: int = 1) -> IMapIterator[Any]:
+    def imap(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any] | AsyncIterable[Any], chunksize: int = 1
+    ) -> IMapIterator[Any]:
         """Iterate over ``func(item)`` for each item, in input order: ``async for r in pool.imap(...)``.
 
         The source is read lazily with a bounded number of chunks in flight.
@@ -544,7 +555,7 @@ class IMapIterator(AsyncIterator[R]):
 
     def __init__(self, pool: Pool, func: Callable[..., Any], iterable: Any, chunksize: int, ordered: bool) -> None:
         pool._check_open()
-        self._chunksize = _check_chunksize(chunksize, allow_none=False)
+        self._chunksize = _positive_int("chunksize", chunksize)
         self._call = _Call(func, "iterable", _wire.MAP, pool._backend)
         self._backend = pool._backend
         if isinstance(iterable, AsyncIterable):
@@ -563,6 +574,7 @@ class IMapIterator(AsyncIterator[R]):
         self._next = 0
         self._exhausted = False
         self._closed = False
+        self._error: BaseException | None = None  # raised once the results before it are out
         self._wakeup = anyio.Event()
 
     def __aiter__(self) -> Self:
@@ -578,10 +590,14 @@ class IMapIterator(AsyncIterator[R]):
         while True:
             if self._ready:
                 return self._ready.popleft()  # type: ignore[no-any-return]
+            if self._error is not None:
+                error, self._error = self._error, None
+                self._stop()
+                raise error
             if self._closed:
                 raise StopAsyncIteration
             self._take_done()
-            if self._ready:
+            if self._ready or self._error is not None:
                 continue
             if not self._exhausted and len(self._inflight) + len(self._done) < self.window:
                 await self._feed()
@@ -642,8 +658,8 @@ class IMapIterator(AsyncIterator[R]):
                 seq = next(iter(self._done))
             ok, value = self._done.pop(seq)
             if not ok:
-                self._stop()
-                raise value
+                self._error = value
+                return
             self._ready.extend(value)
 
     def _stop(self) -> None:
@@ -776,7 +792,7 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
 def _is_async(func: Callable[..., Any]) -> bool:
     while isinstance(func, functools.partial):
         func = func.func
-    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
 
 
 def _context(context: object) -> multiprocessing.context.BaseContext:
@@ -790,4 +806,3 @@ def _context(context: object) -> multiprocessing.context.BaseContext:
             raise ValueError(f"context must be one of {methods} or None, not {context!r}")
         return multiprocessing.get_context(context)
     raise TypeError(f"context must be a start method name or None, not {type(context).__name__}")
-

@@ -26,10 +26,11 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import multiprocessing
-import os
 import multiprocessing.context
+import os
 import pickle
 import sys
 from collections import deque
@@ -83,6 +84,8 @@ class _Worker:
         self.wake = anyio.Event()
         self.ready = False
         self.started = False
+        # Its socket broke: the process is ending and takes nothing more.
+        self.dead = False
         self.init_error: BaseException | None = None
         self.quota: int | None = None
         self.done = anyio.Event()
@@ -96,6 +99,8 @@ class _Worker:
                 self.process.terminate()
 
     def has_output(self) -> bool:
+        if self.dead:
+            return False
         return bool(self.chunks or self.outbox or self.cancels or (self.stop and not self.stop_sent))
 
 
@@ -120,7 +125,7 @@ class LocalBackend(Backend):
         self._tg: TaskGroup | None = None
         self._pending: deque[Task] = deque()
         self._workers: dict[int, _Worker] = {}
-        self._marker: MutableSequence[int] = context.RawArray("q", processes)  # type: ignore[assignment]
+        self._marker: MutableSequence[int] = context.RawArray("q", processes)
         self._seconds_per_task: float | None = None
         self._startup_failures = 0
         self._broken: BrokenPoolError | None = None
@@ -163,8 +168,9 @@ class LocalBackend(Backend):
                 await worker.done.wait()
         for worker in workers:
             worker.signal(kill=True)
-        for worker in workers:
-            await worker.done.wait()
+        with anyio.move_on_after(_TERMINATE_GRACE * 10):  # SIGKILL cannot be refused
+            for worker in workers:
+                await worker.done.wait()
         self._check_idle()
         await self._idle.wait()
 
@@ -238,7 +244,7 @@ class LocalBackend(Backend):
         """Hand pending tasks to workers that have room, least loaded first."""
         pending = self._pending
         touched: list[tuple[_Worker, bool]] = []
-        workers = [w for w in self._workers.values() if not w.stop and w.quota != 0]
+        workers = [w for w in self._workers.values() if not (w.stop or w.dead) and w.quota != 0]
         while pending and workers:
             task = pending[0]
             if task.cancelled:
@@ -276,7 +282,7 @@ class LocalBackend(Backend):
     async def _start_worker(self, slot: int) -> None:
         parent_end, child_end = self._ctx.Pipe(duplex=True)
         self._marker[slot] = 0
-        process = self._ctx.Process(
+        process: multiprocessing.process.BaseProcess = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
             args=(child_end, self._marker, slot, self._init, self._maxtasks, self._concurrency),
             name=f"aiomp-worker-{slot}",
@@ -311,10 +317,8 @@ class LocalBackend(Backend):
                 await _fd.wait_readable(worker.process.sentinel)
                 tg.cancel_scope.cancel()
             # The process is gone, so everything it wrote is in the socket now.
-            try:
+            with contextlib.suppress(EOFError, OSError):
                 await self._handle(worker, worker.reader.read())
-            except (EOFError, OSError):
-                pass
             exitcode = await _reap(worker.process)
         finally:
             self._buried(worker, exitcode)
@@ -332,6 +336,7 @@ class LocalBackend(Backend):
             try:
                 frames = worker.reader.read()
             except (EOFError, OSError):
+                worker.dead = True
                 return  # the sentinel will say how the process ended
             # Results already taken off the socket must reach their callers even
             # if this reader is being cancelled because the process just ended.
@@ -382,16 +387,13 @@ class LocalBackend(Backend):
             task.done(ok, value)
 
     async def _writer(self, worker: _Worker) -> None:
-        try:
-            while True:
-                if not worker.has_output():
-                    await worker.wake.wait()
-                    worker.wake = anyio.Event()
-                    continue
-                if not self._write(worker):
-                    await _fd.wait_writable(worker.fd)
-        except (BrokenPipeError, ConnectionResetError):
-            return  # the process is ending; the sentinel handles it
+        while True:
+            if not worker.has_output():
+                await worker.wake.wait()
+                worker.wake = anyio.Event()
+                continue
+            if not self._write(worker):
+                await _fd.wait_writable(worker.fd)
 
     def _write(self, worker: _Worker) -> bool:
         """Write what the socket takes now; False when it is full."""
@@ -405,7 +407,9 @@ class LocalBackend(Backend):
         except BlockingIOError:
             return False
         except OSError:
-            return True  # the process is ending; the sentinel handles it
+            # The process is ending: its sentinel settles its tasks.
+            worker.dead = True
+            worker.chunks = []
         return True
 
     def _encode(self, worker: _Worker) -> list[memoryview]:
@@ -474,7 +478,7 @@ class LocalBackend(Backend):
         else:
             error = BrokenPoolError(
                 f"{self._startup_failures} worker processes in a row exited (code {exitcode}) while "
-                "starting. If the script that created the pool has no `if __name__ == \"__main__\":` "
+                'starting. If the script that created the pool has no `if __name__ == "__main__":` '
                 "guard around its top-level code, add one: with the spawn and forkserver start methods "
                 "every worker imports the main module. Otherwise the workers may fail to import a "
                 "module, or run out of memory."
@@ -536,4 +540,3 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
-

@@ -1,0 +1,103 @@
+"""Every test runs on asyncio, uvloop and trio; pool tests also on spawn and forkserver.
+
+Around each test we check that nothing leaked: no child process is left (besides
+multiprocessing's own long-lived helpers) and no file descriptor stayed open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+import pytest
+
+BACKENDS: list[Any] = [
+    pytest.param(("asyncio", {}), id="asyncio"),
+    pytest.param(("trio", {}), id="trio"),
+]
+if sys.platform != "win32":
+    import uvloop
+
+    BACKENDS.insert(1, pytest.param(("asyncio", {"loop_factory": uvloop.new_event_loop}), id="uvloop"))
+
+START_METHODS = [m for m in ("spawn", "forkserver") if m in multiprocessing.get_all_start_methods()]
+
+
+@pytest.fixture(params=BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
+@pytest.fixture(params=START_METHODS)
+def start_method(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _helpers() -> set[int]:
+    """multiprocessing's long-lived helpers: the forkserver and the resource tracker."""
+    pids: set[int] = set()
+    from multiprocessing import forkserver, resource_tracker
+
+    for holder in (forkserver._forkserver, resource_tracker._resource_tracker):  # type: ignore[attr-defined]
+        pid = getattr(holder, "_forkserver_pid", None) or getattr(holder, "_pid", None)
+        if pid:
+            pids.add(pid)
+    return pids
+
+
+def _children() -> set[int]:
+    me = psutil.Process()
+    return {p.pid for p in me.children(recursive=False) if p.status() != psutil.STATUS_ZOMBIE} - _helpers()
+
+
+def _fds() -> dict[int, str]:
+    out = {}
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            out[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _warm_helpers() -> None:
+    """Start multiprocessing's shared helpers once, so they do not count as leaks."""
+    for method in START_METHODS:
+        ctx = multiprocessing.get_context(method)
+        ctx.RawArray("q", 1)  # the shared heap's arena stays open for the session
+        p = ctx.Process(target=os.getpid)
+        p.start()
+        p.join()
+        p.close()
+    if sys.platform != "win32":
+        import anyio
+
+        # libuv opens a process-wide signal pipe with the first uvloop loop.
+        anyio.run(anyio.sleep, 0, backend="asyncio", backend_options={"loop_factory": uvloop.new_event_loop})
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    before_fds = _fds()
+    before_children = _children()
+    yield
+    # Give exiting children a moment to be reaped by the kernel.
+    import time
+
+    deadline = time.monotonic() + 5
+    while (_children() - before_children) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    leaked_children = _children() - before_children
+    for pid in leaked_children:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).kill()
+    assert not leaked_children, f"child processes left running: {leaked_children}"
+    after = _fds()
+    leaked = {fd: target for fd, target in after.items() if before_fds.get(fd) != target}
+    # The shared heap may grow a new arena (a memory file) for start markers.
+    leaked = {fd: t for fd, t in leaked.items() if "pym-" not in t}
+    assert not leaked, f"file descriptors left open: {leaked}"
