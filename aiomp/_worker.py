@@ -4,7 +4,9 @@ The worker is single-threaded and takes tasks in the order they arrive. Before i
 starts a task it writes the task's index into its slot of a shared array (the
 *start marker*), so if it dies the parent knows exactly which tasks it had started
 (they fail with ``WorkerDiedError``) and which it had only received (they go to
-another worker and run once). Each result is written as soon as it exists, so a
+another worker and run once). It also records the plain task it finished last,
+before sending its result, so cancelling a task that has finished never kills
+the worker. Each result is written as soon as it exists, so a
 crash never loses a result that was already computed by an earlier task.
 
 Plain functions run inline. ``async def`` functions run on the worker's own
@@ -117,7 +119,7 @@ class _Worker:
             self.cancelled.discard(index)
             self.send(index, _wire.CANCELLED, b"", [], 0.0)
             return
-        self.marker[self.slot] = index
+        self.marker[2 * self.slot] = index
         start = time.perf_counter()
         try:
             func = self.function(func_data)
@@ -125,8 +127,10 @@ class _Worker:
             if asyncio.iscoroutine(value):
                 value = self.async_loop().run_until_complete(value)
         except BaseException as error:  # every failure goes to the caller
+            self.marker[2 * self.slot + 1] = index
             self.send_error(index, error, time.perf_counter() - start)
         else:
+            self.marker[2 * self.slot + 1] = index
             self.send_value(index, value, time.perf_counter() - start)
         if self.left is not None:
             self.left -= 1
@@ -208,7 +212,7 @@ class _Worker:
             self.cancelled.discard(index)
             self.send(index, _wire.CANCELLED, b"", [], 0.0)
             return
-        self.marker[self.slot] = index
+        self.marker[2 * self.slot] = index
         job = self.async_loop().create_task(self.run_async(task))
         self.running[index] = job
         job.add_done_callback(lambda job: self.finished(index, job))

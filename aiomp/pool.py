@@ -29,7 +29,7 @@ from anyio.abc import TaskGroup
 from typing_extensions import Self
 
 from . import _serialize, _wire
-from ._exceptions import PoolClosedError
+from ._exceptions import BrokenPoolError, PoolClosedError
 from .backends import Backend, PoolStatistics, Task
 from .backends.local import LocalBackend, default_context, usable_cpus
 
@@ -39,6 +39,11 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 _logger = logging.getLogger("aiomp")
+
+_NO_GUARD = (
+    "a Pool was started while this process was importing the main module to become a worker. "
+    'Put the code that creates the pool under an `if __name__ == "__main__":` guard.'
+)
 
 
 class AsyncResult(Generic[R]):
@@ -214,6 +219,10 @@ class Pool:
     async def __aenter__(self) -> Self:
         if self._entered:
             raise RuntimeError("a Pool can be entered only once")
+        if getattr(multiprocessing.process.current_process(), "_inheriting", False):
+            # This process is a worker importing the main module (spawn or
+            # forkserver): the script has no __main__ guard. Fail at once.
+            raise BrokenPoolError(_NO_GUARD)
         self._entered = True
         tg = anyio.create_task_group()
         await tg.__aenter__()

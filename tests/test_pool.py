@@ -304,6 +304,16 @@ async def test_async_result_cancel(tmp_path: Path) -> None:
         assert await pool.apply(_work.inc, (1,)) == 2
 
 
+async def test_cancelling_a_finished_task_spares_the_next_one() -> None:
+    async with aiomp.Pool(1) as pool:
+        first = pool.apply_async(_work.sleep, (0.1,))
+        second = pool.apply_async(_work.sleep, (1.0,))
+        time.sleep(0.5)  # block the loop: first's result waits unread while second runs
+        assert first.cancel() is True
+        assert await second == 1.0
+        assert pool.statistics().workers_restarted == 0
+
+
 async def test_asyncio_task_cancel(anyio_backend: Any) -> None:
     if anyio_backend[0] != "asyncio":
         pytest.skip("asyncio.Task.cancel is asyncio's own")

@@ -86,6 +86,8 @@ class _Worker:
         self.started = False
         # Its socket broke: the process is ending and takes nothing more.
         self.dead = False
+        # Killed to stop this task: tasks it started after it are requeued.
+        self.killed_after: int | None = None
         self.init_error: BaseException | None = None
         self.quota: int | None = None
         self.done = anyio.Event()
@@ -125,7 +127,9 @@ class LocalBackend(Backend):
         self._tg: TaskGroup | None = None
         self._pending: deque[Task] = deque()
         self._workers: dict[int, _Worker] = {}
-        self._marker: MutableSequence[int] = context.RawArray("q", processes)
+        # Two slots per worker: the index of the task it started last, and of
+        # the plain task it finished last (written before the result is sent).
+        self._marker: MutableSequence[int] = context.RawArray("q", 2 * processes)
         self._seconds_per_task: float | None = None
         self._startup_failures = 0
         self._broken: BrokenPoolError | None = None
@@ -209,14 +213,17 @@ class LocalBackend(Backend):
                 del worker.outstanding[task.index]
                 if worker.quota is not None:
                     worker.quota += 1
-            elif task.is_async or task.index > self._marker[worker.slot]:
+            elif task.is_async or task.index > self._marker[2 * worker.slot]:
                 # The worker drops it if it has not started it (acknowledging
                 # with CANCELLED), and cancels it if it is a running coroutine.
                 worker.cancels.append(task.index)
                 worker.wake.set()
-            elif stop_running:
+            elif stop_running and task.index > self._marker[2 * worker.slot + 1]:
                 # Running now: the only way to stop Python code is to end its
-                # process. Its other tasks go to other workers.
+                # process. A task it may start meanwhile did nothing wrong:
+                # _buried sends it elsewhere instead of failing it. (A finished
+                # task is left alone: its unread result is simply dropped.)
+                worker.killed_after = task.index
                 worker.signal(kill=True)
         self._dispatch()
         self._check_idle()
@@ -281,7 +288,7 @@ class LocalBackend(Backend):
 
     async def _start_worker(self, slot: int) -> None:
         parent_end, child_end = self._ctx.Pipe(duplex=True)
-        self._marker[slot] = 0
+        self._marker[2 * slot] = self._marker[2 * slot + 1] = 0
         process: multiprocessing.process.BaseProcess = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
             args=(child_end, self._marker, slot, self._init, self._maxtasks, self._concurrency),
@@ -298,6 +305,7 @@ class LocalBackend(Backend):
             child_end.close()
             self._buried(worker, None, start_error=error)
             parent_end.close()
+            worker.done.set()
             if not isinstance(error, Exception):
                 raise
             return
@@ -348,7 +356,11 @@ class LocalBackend(Backend):
             message = pickle.loads(frame[0])
             kind = message[0]
             if kind == _wire.RESULT:
-                await self._result(worker, message, frame[1:])
+                loaded = None
+                if message[2] == _wire.OK and len(message[3]) >= _serialize.LARGE:
+                    # Unpickling this much on the loop would stall it.
+                    loaded = await anyio.to_thread.run_sync(_load_result, message, frame[1:])
+                self._result(worker, message, frame[1:], loaded)
             elif kind == _wire.READY:
                 worker.ready = True
                 self._startup_failures = 0
@@ -357,34 +369,29 @@ class LocalBackend(Backend):
         self._dispatch()
         self._check_idle()
 
-    async def _result(self, worker: _Worker, message: tuple[Any, ...], buffers: list[_wire.Buffer]) -> None:
-        _, index, status, data, nbuf, seconds = message
+    def _result(
+        self,
+        worker: _Worker,
+        message: tuple[Any, ...],
+        buffers: list[_wire.Buffer],
+        loaded: tuple[bool, Any] | None,
+    ) -> None:
+        index, status, seconds = message[1], message[2], message[5]
         task = worker.outstanding.pop(index, None)
         if task is None:
             return
-        if worker.quota is not None and status == _wire.CANCELLED:
-            worker.quota += 1
-        if status != _wire.CANCELLED:
-            self._completed += 1
-            if seconds > 0:
-                old = self._seconds_per_task
-                self._seconds_per_task = seconds if old is None else 0.8 * old + 0.2 * seconds
-        if task.cancelled or status == _wire.CANCELLED:
+        if status == _wire.CANCELLED:
+            if worker.quota is not None:
+                worker.quota += 1
             return
-        try:
-            if status == _wire.ERROR:
-                ok, value = False, _serialize.load_error(data)
-            elif len(data) >= _serialize.LARGE:
-                ok, value = True, await anyio.to_thread.run_sync(_serialize.loads, data, buffers[:nbuf])
-            else:
-                ok, value = True, _serialize.loads(data, buffers[:nbuf])
-        except Exception as error:
-            if hasattr(error, "add_note"):
-                error.add_note("aiomp: the task's result could not be unpickled in the parent")
-            ok, value = False, error
-        if not task.cancelled:
-            task.cancelled = True  # delivered: nothing may touch it again
-            task.done(ok, value)
+        self._completed += 1
+        if seconds > 0:
+            old = self._seconds_per_task
+            self._seconds_per_task = seconds if old is None else 0.8 * old + 0.2 * seconds
+        if task.cancelled:
+            return
+        task.cancelled = True  # delivered: nothing may touch it again
+        task.done(*(loaded or _load_result(message, buffers)))
 
     async def _writer(self, worker: _Worker) -> None:
         while True:
@@ -435,13 +442,14 @@ class LocalBackend(Backend):
         if self._workers.get(worker.slot) is not worker:
             return
         del self._workers[worker.slot]
-        started = self._marker[worker.slot]
+        started = self._marker[2 * worker.slot]
         requeue: list[Task] = []
         died: list[Task] = []
         for index, task in worker.outstanding.items():
             if task.cancelled:
                 continue
-            (died if worker.started and index <= started else requeue).append(task)
+            collateral = worker.killed_after is not None and index > worker.killed_after
+            (died if worker.started and index <= started and not collateral else requeue).append(task)
             task.worker = None
         worker.outstanding.clear()
         worker.outbox.clear()
@@ -503,6 +511,19 @@ class LocalBackend(Backend):
                 worker.wake.set()
         if not self._workers:
             self._idle.set()
+
+
+def _load_result(message: tuple[Any, ...], buffers: list[_wire.Buffer]) -> tuple[bool, Any]:
+    """Unpickle a result message: ``(True, value)`` or ``(False, exception)``."""
+    _, _, status, data, nbuf, _ = message
+    try:
+        if status == _wire.ERROR:
+            return False, _serialize.load_error(data)
+        return True, _serialize.loads(data, buffers[:nbuf])
+    except Exception as error:
+        if hasattr(error, "add_note"):
+            error.add_note("aiomp: the task's result could not be unpickled in the parent")
+        return False, error
 
 
 async def _reap(process: multiprocessing.process.BaseProcess) -> int | None:
