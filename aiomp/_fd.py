@@ -1,7 +1,7 @@
 """The one place where aiomp waits on file descriptors and process sentinels.
 
-Waiting goes through anyio, which asks the running event loop (asyncio's
-``add_reader``, uvloop's, or trio's IO manager) to wake this task when the
+Waiting goes through the running event loop (asyncio's or uvloop's selector, or
+trio's IO manager, reached through anyio), which wakes the waiter when the
 descriptor is ready: no polling loop and no thread per waiter. A cancelled wait
 unregisters itself. Callers own their descriptors: they make sure at most one task
 waits on each, and call ``forget`` before closing one, so a reused number is never
@@ -10,9 +10,13 @@ watched by mistake.
 
 from __future__ import annotations
 
-import anyio
+import asyncio
+from collections.abc import Callable
 
-__all__ = ["forget", "wait_readable", "wait_writable"]
+import anyio
+import sniffio
+
+__all__ = ["forget", "wait_readable", "wait_writable", "watch_readable"]
 
 
 async def wait_readable(fd: int) -> None:
@@ -23,6 +27,34 @@ async def wait_readable(fd: int) -> None:
 async def wait_writable(fd: int) -> None:
     """Return once ``fd`` can take more bytes."""
     await anyio.wait_writable(fd)
+
+
+async def watch_readable(fd: int, callback: Callable[[], bool]) -> None:
+    """Call ``callback()`` each time ``fd`` is readable, until it returns False.
+
+    Returns then, or when cancelled. On asyncio and uvloop the callback is a
+    persistent reader of the selector, so a stream of messages costs neither a
+    task switch nor a registration per message; on trio it runs in this task.
+    The callback must not raise.
+    """
+    if sniffio.current_async_library() != "asyncio":
+        while True:
+            await anyio.wait_readable(fd)
+            if not callback():
+                return
+    loop = asyncio.get_running_loop()
+    finished = anyio.Event()
+
+    def ready() -> None:
+        if not callback():
+            loop.remove_reader(fd)
+            finished.set()
+
+    loop.add_reader(fd, ready)
+    try:
+        await finished.wait()
+    finally:
+        loop.remove_reader(fd)
 
 
 def forget(fd: int) -> None:

@@ -134,6 +134,7 @@ class LocalBackend(Backend):
         self._startup_failures = 0
         self._broken: BrokenPoolError | None = None
         self._completed = 0
+        self._loading = 0  # large results being unpickled in a thread
         self._restarted = 0
         self._idle = anyio.Event()
 
@@ -326,7 +327,7 @@ class LocalBackend(Backend):
                 tg.cancel_scope.cancel()
             # The process is gone, so everything it wrote is in the socket now.
             with contextlib.suppress(EOFError, OSError):
-                await self._handle(worker, worker.reader.read())
+                self._handle(worker, worker.reader.read())
             exitcode = await _reap(worker.process)
         finally:
             self._buried(worker, exitcode)
@@ -339,28 +340,24 @@ class LocalBackend(Backend):
             worker.done.set()
 
     async def _read(self, worker: _Worker) -> None:
-        while True:
-            await _fd.wait_readable(worker.fd)
-            try:
-                frames = worker.reader.read()
-            except (EOFError, OSError):
-                worker.dead = True
-                return  # the sentinel will say how the process ended
-            # Results already taken off the socket must reach their callers even
-            # if this reader is being cancelled because the process just ended.
-            with anyio.CancelScope(shield=True):
-                await self._handle(worker, frames)
+        await _fd.watch_readable(worker.fd, lambda: self._readable(worker))
 
-    async def _handle(self, worker: _Worker, frames: list[list[_wire.Buffer]]) -> None:
+    def _readable(self, worker: _Worker) -> bool:
+        """Handle what the worker sent; False once its socket is closed."""
+        try:
+            frames = worker.reader.read()
+        except (EOFError, OSError):
+            worker.dead = True
+            return False  # the sentinel will say how the process ended
+        self._handle(worker, frames)
+        return True
+
+    def _handle(self, worker: _Worker, frames: list[list[_wire.Buffer]]) -> None:
         for frame in frames:
             message = pickle.loads(frame[0])
             kind = message[0]
             if kind == _wire.RESULT:
-                loaded = None
-                if message[2] == _wire.OK and len(message[3]) >= _serialize.LARGE:
-                    # Unpickling this much on the loop would stall it.
-                    loaded = await anyio.to_thread.run_sync(_load_result, message, frame[1:])
-                self._result(worker, message, frame[1:], loaded)
+                self._result(worker, message, frame[1:])
             elif kind == _wire.READY:
                 worker.ready = True
                 self._startup_failures = 0
@@ -369,13 +366,7 @@ class LocalBackend(Backend):
         self._dispatch()
         self._check_idle()
 
-    def _result(
-        self,
-        worker: _Worker,
-        message: tuple[Any, ...],
-        buffers: list[_wire.Buffer],
-        loaded: tuple[bool, Any] | None,
-    ) -> None:
+    def _result(self, worker: _Worker, message: tuple[Any, ...], buffers: list[_wire.Buffer]) -> None:
         index, status, seconds = message[1], message[2], message[5]
         task = worker.outstanding.pop(index, None)
         if task is None:
@@ -391,7 +382,20 @@ class LocalBackend(Backend):
         if task.cancelled:
             return
         task.cancelled = True  # delivered: nothing may touch it again
-        task.done(*(loaded or _load_result(message, buffers)))
+        if status == _wire.OK and len(message[3]) >= _serialize.LARGE:
+            # Unpickling this much on the loop would stall it.
+            self._loading += 1
+            assert self._tg is not None
+            self._tg.start_soon(self._load_in_thread, task, message, buffers)
+        else:
+            task.done(*_load_result(message, buffers))
+
+    async def _load_in_thread(self, task: Task, message: tuple[Any, ...], buffers: list[_wire.Buffer]) -> None:
+        try:
+            task.done(*await anyio.to_thread.run_sync(_load_result, message, buffers))
+        finally:
+            self._loading -= 1
+            self._check_idle()
 
     async def _writer(self, worker: _Worker) -> None:
         while True:
@@ -499,7 +503,7 @@ class LocalBackend(Backend):
         """Stop idle workers of a closing pool; wake join() once all are gone."""
         if self._state is _State.RUN:
             return
-        busy = self._pending or any(w.outstanding for w in self._workers.values())
+        busy = self._pending or self._loading or any(w.outstanding for w in self._workers.values())
         if busy and self._broken is None and self._state is _State.CLOSE:
             return
         if self._broken is not None:
