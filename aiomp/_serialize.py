@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pickle
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import cloudpickle
@@ -73,21 +73,32 @@ def dump_function(func: Callable[..., Any]) -> bytes:
     return data
 
 
+_SCALARS = frozenset({int, float, bool, complex, type(None)})
+_CONTAINERS = frozenset({list, tuple, set, frozenset, dict})
+
+
 def likely_large(obj: object, depth: int = 2) -> bool:
     """A cheap guess whether pickling ``obj`` would take long enough to stall a loop.
 
-    Looks at sizes, not contents: big bytes-like objects and big containers, a
-    couple of levels deep. Out-of-band buffers cost nothing to pickle, but plain
-    ``bytes`` and large lists of objects do.
+    Looks at sizes, not contents: big ``bytes``/``str`` and big containers, a
+    couple of levels deep. Out-of-band buffers (NumPy arrays, bytearrays) cost
+    nothing to pickle, so they do not count. This runs on every call: keep it to
+    a few type checks for the usual small arguments.
     """
-    if isinstance(obj, (bytes, str)):
-        return len(obj) >= LARGE
-    if isinstance(obj, (list, tuple, set, frozenset, dict)):
-        if len(obj) >= 50_000:
+    kind = type(obj)
+    if kind in _SCALARS:
+        return False
+    if kind is bytes or kind is str:
+        return len(obj) >= LARGE  # type: ignore[arg-type]
+    if kind in _CONTAINERS:
+        size = len(obj)  # type: ignore[arg-type]
+        if size >= 50_000:
             return True
-        if depth and len(obj) <= 64:
-            items = obj.values() if isinstance(obj, dict) else obj
-            return any(likely_large(item, depth - 1) for item in items)
+        if depth and size <= 64:
+            items: Iterable[object] = obj.values() if isinstance(obj, dict) else obj  # type: ignore[assignment]
+            for item in items:
+                if likely_large(item, depth - 1):
+                    return True
     return False
 
 

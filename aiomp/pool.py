@@ -9,6 +9,7 @@ pulls results, so an endless source runs in constant memory.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import functools
 import inspect
@@ -22,9 +23,10 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 import anyio
+import sniffio
 from anyio.abc import TaskGroup
 from typing_extensions import Self
 
@@ -56,6 +58,7 @@ class AsyncResult(Generic[R]):
     def __init__(
         self,
         backend: Backend,
+        event: _Event,
         callback: Callable[[R], object] | None,
         error_callback: Callable[[BaseException], object] | None,
         single: bool,
@@ -67,7 +70,7 @@ class AsyncResult(Generic[R]):
         self._tasks: list[Task] = []
         self._values: list[Any] = []
         self._remaining = 0
-        self._event = anyio.Event()
+        self._event = event
         self._ok = False
         self._value: Any = None
 
@@ -132,9 +135,15 @@ class AsyncResult(Generic[R]):
         seconds (the work goes on; ``cancel()`` stops it), and
         ``concurrent.futures.CancelledError`` if the call was cancelled.
         """
-        _check_timeout(timeout)
-        with _deadline(timeout):
+        if timeout is None:
             await self._event.wait()
+        else:
+            _check_timeout(timeout)
+            with anyio.fail_after(timeout):
+                await self._event.wait()
+        return self._outcome()
+
+    def _outcome(self) -> R:
         if self._ok:
             return self._value  # type: ignore[no-any-return]
         raise self._value
@@ -202,6 +211,7 @@ class Pool:
             raise TypeError(f"backend must be an aiomp backend or None, not {type(backend).__name__}")
         self._backend = backend
         self._tg: TaskGroup | None = None
+        self._new_event: Callable[[], _Event] = anyio.Event
         self._entered = False
         self._closed = False
 
@@ -224,6 +234,7 @@ class Pool:
             # forkserver): the script has no __main__ guard. Fail at once.
             raise BrokenPoolError(_NO_GUARD)
         self._entered = True
+        self._new_event = _event_class()
         tg = anyio.create_task_group()
         await tg.__aenter__()
         try:
@@ -319,13 +330,18 @@ class Pool:
         ``timeout`` (seconds) raises the builtin ``TimeoutError`` and stops the task.
         """
         self._check_open()
+        if timeout is None:
+            return await self._apply(func, args, kwds)
         _check_timeout(timeout)
-        with _deadline(timeout):
-            call = _Call(func, "args", _wire.APPLY, self._backend)
-            payloads = [(_check_args(args), _check_kwds(kwds))]
-            result: AsyncResult[Any] = AsyncResult(self._backend, None, None, single=True)
-            await call.submit(result, payloads, offload=_serialize.likely_large(payloads))
-            return await _wait(result)
+        with anyio.fail_after(timeout):
+            return await self._apply(func, args, kwds)
+
+    async def _apply(self, func: Callable[..., Any], args: Iterable[Any], kwds: Mapping[str, Any]) -> Any:
+        call = _Call(func, "args", _wire.APPLY, self._backend)
+        payload = (_check_args(args), _check_kwds(kwds))
+        result: AsyncResult[Any] = AsyncResult(self._backend, self._new_event(), None, None, single=True)
+        await call.submit(result, [payload], offload=_serialize.likely_large(payload))
+        return await _wait(result)
 
     @overload
     def apply_async(
@@ -362,7 +378,7 @@ class Pool:
         self._check_open()
         _check_callbacks(callback, error_callback)
         call = _Call(func, "args", _wire.APPLY, self._backend)
-        result: AsyncResult[Any] = AsyncResult(self._backend, callback, error_callback, single=True)
+        result: AsyncResult[Any] = AsyncResult(self._backend, self._new_event(), callback, error_callback, single=True)
         call.submit_now(result, [(_check_args(args), _check_kwds(kwds))])
         return result
 
@@ -444,7 +460,7 @@ class Pool:
         with _deadline(timeout):
             items = await _collect(iterable)
             chunks = _chunks(items, chunksize or self._auto_chunksize(len(items)))
-            result: AsyncResult[list[Any]] = AsyncResult(self._backend, None, None, single=False)
+            result: AsyncResult[list[Any]] = AsyncResult(self._backend, self._new_event(), None, None, single=False)
             await call.submit(result, chunks, offload=any(_serialize.likely_large(c) for c in chunks))
             return await _wait(result)
 
@@ -488,7 +504,9 @@ class Pool:
         _check_callbacks(callback, error_callback)
         chunksize = _check_chunksize(chunksize, allow_none=True)
         call = _Call(func, "iterable", mode, self._backend)
-        result: AsyncResult[list[Any]] = AsyncResult(self._backend, callback, error_callback, single=False)
+        result: AsyncResult[list[Any]] = AsyncResult(
+            self._backend, self._new_event(), callback, error_callback, single=False
+        )
         if isinstance(iterable, AsyncIterable):
             # The items arrive later: read them in the pool's own task group.
             assert self._tg is not None
@@ -730,11 +748,12 @@ def _no_done(ok: bool, value: Any) -> None:  # replaced before a task is submitt
 async def _wait(result: AsyncResult[R]) -> R:
     """Await a result; if this wait is cancelled or times out, cancel the call."""
     try:
-        return await result.get()
+        await result._event.wait()
     except BaseException:
         if not result.ready():
             result.cancel()
         raise
+    return result._outcome()
 
 
 def _deadline(timeout: float | None) -> AbstractContextManager[Any]:
@@ -798,10 +817,44 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+class _Event(Protocol):
+    def set(self) -> None: ...
+    def is_set(self) -> bool: ...
+    async def wait(self) -> Any: ...
+
+
+def _event_class() -> Callable[[], _Event]:
+    """The running loop's own event class: anyio's wrapper costs a lookup per call."""
+    library = sniffio.current_async_library()
+    if library == "asyncio":
+        return asyncio.Event
+    if library == "trio":
+        import trio
+
+        return trio.Event
+    return anyio.Event
+
+
+_async_cache: dict[Callable[..., Any], bool] = {}
+
+
 def _is_async(func: Callable[..., Any]) -> bool:
-    while isinstance(func, functools.partial):
-        func = func.func
-    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
+    """Whether calling ``func`` makes a coroutine (remembered: inspect is slow)."""
+    try:
+        return _async_cache[func]
+    except (KeyError, TypeError):
+        pass
+    target = func
+    while isinstance(target, functools.partial):
+        target = target.func
+    answer = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(type(target).__call__)
+    try:
+        if len(_async_cache) >= 256:
+            _async_cache.clear()
+        _async_cache[func] = answer
+    except TypeError:  # unhashable
+        pass
+    return answer
 
 
 def _context(context: object) -> multiprocessing.context.BaseContext:

@@ -283,7 +283,8 @@ class LocalBackend(Backend):
                 # Nothing for this worker to batch with: send now, saving the
                 # writer's wake-up on the round trip of a lone call.
                 self._write(worker)
-            worker.wake.set()
+            if worker.has_output():
+                worker.wake.set()
 
     # -- workers -----------------------------------------------------------------
 
