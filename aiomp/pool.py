@@ -100,12 +100,17 @@ class AsyncResult(Generic[R]):
             else:
                 self._finish(True, list(itertools.chain.from_iterable(self._values)))
 
-    def _finish(self, ok: bool, value: Any) -> None:
+    def _finish(self, ok: bool, value: Any, notify: bool = True) -> None:
         self._ok, self._value = ok, value
+        # Tasks point back here through their done callbacks: drop them, so
+        # refcounting frees each call as it ends. Left to the cycle collector,
+        # big results pile up and are freed in one long pause of the loop.
+        self._tasks = []
         self._values = []
         self._event.set()
         callback = self._callback if ok else self._error_callback
-        if callback is not None:
+        self._callback = self._error_callback = None
+        if callback is not None and notify:
             try:
                 callback(value)
             except Exception:
@@ -159,8 +164,7 @@ class AsyncResult(Generic[R]):
         if self.ready():
             return False
         self._backend.cancel([t for t in self._tasks if not t.cancelled], stop_running=True)
-        self._ok, self._value = False, concurrent.futures.CancelledError()
-        self._event.set()
+        self._finish(False, concurrent.futures.CancelledError(), notify=False)
         return True
 
     def __repr__(self) -> str:
