@@ -80,3 +80,8 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return self.tb
+
+
+for _cls in (BrokenPoolError, PoolClosedError, ProcessError, RemoteTraceback, WorkerDiedError):
+    _cls.__module__ = "aiomp"  # reprs and pickles name the public package
+del _cls

@@ -17,8 +17,6 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import cloudpickle
-
 __all__ = ["dump_error", "dump_function", "dumps", "likely_large", "load_error", "loads"]
 
 _PROTOCOL = 5
@@ -33,6 +31,8 @@ def dumps(obj: object, buffers: list[pickle.PickleBuffer]) -> bytes:
         return pickle.dumps(obj, _PROTOCOL, buffer_callback=buffers.append)
     except Exception as error:
         del buffers[mark:]
+        import cloudpickle  # only for what plain pickle cannot do (saves workers an import)
+
         try:
             data: bytes = cloudpickle.dumps(obj, _PROTOCOL, buffer_callback=buffers.append)
             return data
@@ -61,6 +61,8 @@ def dump_function(func: Callable[..., Any]) -> bytes:
     except (KeyError, TypeError):
         pass
     if getattr(func, "__module__", None) == "__main__":
+        import cloudpickle
+
         data: bytes = cloudpickle.dumps(func, _PROTOCOL)
     else:
         data = dumps(func, [])

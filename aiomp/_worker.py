@@ -17,20 +17,23 @@ plain loop once no coroutine is left.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import pickle
 import signal
 import sys
 import time
+import types
 from collections import deque
 from collections.abc import Callable, MutableSequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _wire
 from ._serialize import dump_error, dumps, loads
 from ._wire import Buffer, FrameReader
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["worker_main"]
 
@@ -124,7 +127,7 @@ class _Worker:
         try:
             func = self.function(func_data)
             value = _call(func, loads(payload, buffers), mode)
-            if asyncio.iscoroutine(value):
+            if isinstance(value, types.CoroutineType):
                 value = self.async_loop().run_until_complete(value)
         except BaseException as error:  # every failure goes to the caller
             self.marker[2 * self.slot + 1] = index
@@ -167,10 +170,14 @@ class _Worker:
 
     def async_loop(self) -> asyncio.AbstractEventLoop:
         if self.loop is None:
+            import asyncio  # only workers that run coroutines pay for it
+
             self.loop = asyncio.new_event_loop()
         return self.loop
 
     async def serve_async(self) -> None:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         self.wake = asyncio.Event()
         if self.semaphore is None:
@@ -218,6 +225,8 @@ class _Worker:
         job.add_done_callback(lambda job: self.finished(index, job))
 
     async def run_async(self, task: Task) -> tuple[object, float]:
+        import asyncio
+
         _, func_data, payload, buffers, mode, _ = task
         start = time.perf_counter()
         func = self.function(func_data)

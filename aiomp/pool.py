@@ -33,7 +33,7 @@ from typing_extensions import Self
 from . import _serialize, _wire
 from ._exceptions import BrokenPoolError, PoolClosedError
 from .backends import Backend, PoolStatistics, Task
-from .backends.local import LocalBackend, default_context, usable_cpus
+from .backends.local import LocalBackend, default_context, preload_worker, usable_cpus
 
 __all__ = ["AsyncResult", "Pool"]
 
@@ -203,6 +203,7 @@ class Pool:
         if initializer is not None:
             init = _serialize.dumps((_serialize.dump_function(initializer), tuple(initargs)), [])
         self._ctx = _context(context)
+        preload_worker(self._ctx)
         if backend is None:
             backend = LocalBackend(
                 processes,
@@ -872,3 +873,8 @@ def _context(context: object) -> multiprocessing.context.BaseContext:
             raise ValueError(f"context must be one of {methods} or None, not {context!r}")
         return multiprocessing.get_context(context)
     raise TypeError(f"context must be a start method name or None, not {type(context).__name__}")
+
+
+for _cls in (AsyncResult, IMapIterator, Pool):
+    _cls.__module__ = "aiomp"  # reprs name the public package
+del _cls

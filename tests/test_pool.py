@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import signal
@@ -523,3 +524,27 @@ async def test_bad_call_arguments() -> None:
             pool.apply_async(_work.inc, (1,), callback=5)  # type: ignore[arg-type]
         # The pool is still fine.
         assert await pool.apply(_work.inc, (1,)) == 2
+
+
+async def test_finished_calls_leave_no_reference_cycles() -> None:
+    """Results are freed by refcount; a cycle would hold them for the collector's next pause."""
+    from aiomp.backends import Task
+
+    async with aiomp.Pool(1) as pool:
+        await pool.map(_work.inc, range(10))
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(3):
+                await pool.map(_work.inc, range(100), chunksize=10)
+                await pool.apply(_work.inc, (1,))
+                await pool.apply_async(_work.inc, (1,), callback=lambda _: None)
+                assert [x async for x in pool.imap(_work.inc, range(5))] == [1, 2, 3, 4, 5]
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            cycles = [o for o in gc.garbage if isinstance(o, (aiomp.AsyncResult, aiomp.IMapIterator, Task))]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+        assert not cycles

@@ -101,3 +101,6 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def statistics(self) -> PoolStatistics:
         """Counters that describe the backend now."""
+
+
+PoolStatistics.__module__ = "aiomp"
