@@ -99,7 +99,7 @@ def likely_large(obj: object, depth: int = 2) -> bool:
         if depth and size <= 64:
             items: Iterable[object] = obj.values() if isinstance(obj, dict) else obj  # type: ignore[assignment]
             for item in items:
-                if likely_large(item, depth - 1):
+                if type(item) not in _SCALARS and likely_large(item, depth - 1):
                     return True
     return False
 

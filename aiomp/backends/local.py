@@ -199,7 +199,10 @@ class LocalBackend(Backend):
         if self._state is not _State.RUN:
             raise PoolClosedError("the pool is not running: it was closed or terminated")
         self._pending.append(task)
-        self._dispatch()
+        if len(self._pending) == 1:
+            # Tasks already waiting mean the workers are full; they dispatch
+            # again when room frees up (a result, a new worker, a cancel).
+            self._dispatch()
 
     def cancel(self, tasks: list[Task], stop_running: bool = True) -> None:
         for task in tasks:
@@ -241,24 +244,24 @@ class LocalBackend(Backend):
                 task.cancelled = True
                 task.done(False, error)
 
-    def _limit(self, task: Task) -> int:
+    def _limits(self) -> tuple[int, int]:
+        """How many tasks a worker may hold at once: (plain tasks, coroutines)."""
         per_task = self._seconds_per_task
-        ahead = 1 if per_task is None else min(_MAX_AHEAD, int(_AHEAD_SECONDS / max(per_task, 1e-7)))
-        if task.is_async:
-            return self._concurrency + max(1, ahead)
-        return 1 + max(1, ahead)
+        ahead = 1 if per_task is None else max(1, min(_MAX_AHEAD, int(_AHEAD_SECONDS / max(per_task, 1e-7))))
+        return 1 + ahead, self._concurrency + ahead
 
     def _dispatch(self) -> None:
         """Hand pending tasks to workers that have room, least loaded first."""
         pending = self._pending
         touched: list[tuple[_Worker, bool]] = []
         workers = [w for w in self._workers.values() if not (w.stop or w.dead) and w.quota != 0]
+        plain_limit, async_limit = self._limits()
         while pending and workers:
             task = pending[0]
             if task.cancelled:
                 pending.popleft()
                 continue
-            limit = self._limit(task)
+            limit = async_limit if task.is_async else plain_limit
             best: _Worker | None = None
             for worker in workers:
                 load = len(worker.outstanding)
