@@ -280,10 +280,14 @@ def worker_main(
     init: bytes | None,
     maxtasks: int | None,
     concurrency: int,
+    niceness: int = 0,
 ) -> None:
     """The target of every worker process."""
     # The parent decides what Ctrl-C means; a worker must not print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if niceness and hasattr(os, "nice"):
+        # Below the parent's priority: its event loop wins the CPU when they compete.
+        os.nice(niceness)
     fd = conn.fileno()
     os.set_blocking(fd, False)
     if init is not None:

@@ -178,6 +178,10 @@ class Pool:
     Use it as ``async with aiomp.Pool() as pool:``. Entering starts the workers;
     leaving normally closes the pool and waits for its work, leaving by an
     exception or cancellation terminates it. See ``docs/pool.md``.
+
+    ``worker_niceness`` (an aiomp extension) lowers the workers' CPU priority by
+    that much (``os.nice``), so the parent's event loop wins the CPU when they
+    compete and stays responsive; 0 keeps them equal.
     """
 
     def __init__(
@@ -190,8 +194,13 @@ class Pool:
         context: str | multiprocessing.context.BaseContext | None = None,
         child_concurrency: int = 16,
         backend: Backend | None = None,
+        worker_niceness: int = 5,
     ) -> None:
         processes = usable_cpus() if processes is None else _positive_int("processes", processes)
+        if isinstance(worker_niceness, bool) or not isinstance(worker_niceness, int):
+            raise TypeError(f"worker_niceness must be an int from 0 to 19, not {type(worker_niceness).__name__}")
+        if not 0 <= worker_niceness <= 19:
+            raise ValueError(f"worker_niceness must be from 0 to 19, not {worker_niceness}")
         if maxtasksperchild is not None:
             maxtasksperchild = _positive_int("maxtasksperchild", maxtasksperchild)
         child_concurrency = _positive_int("child_concurrency", child_concurrency)
@@ -211,6 +220,7 @@ class Pool:
                 initializer=init,
                 maxtasksperchild=maxtasksperchild,
                 child_concurrency=child_concurrency,
+                worker_niceness=worker_niceness,
             )
         elif not isinstance(backend, Backend):
             raise TypeError(f"backend must be an aiomp backend or None, not {type(backend).__name__}")

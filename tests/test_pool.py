@@ -451,6 +451,14 @@ async def test_maxtasksperchild_replaces_workers_without_deadlock(start_method: 
         assert await pool.map(_work.inc, range(50), chunksize=1) == list(range(1, 51))
 
 
+async def test_worker_niceness(start_method: str) -> None:
+    mine = os.nice(0)
+    async with aiomp.Pool(1, context=start_method) as pool:
+        assert await pool.apply(os.nice, (0,)) == min(19, mine + 5)
+    async with aiomp.Pool(1, worker_niceness=0, context=start_method) as pool:
+        assert await pool.apply(os.nice, (0,)) == mine
+
+
 async def test_statistics() -> None:
     async with aiomp.Pool(2) as pool:
         await pool.map(_work.inc, range(10), chunksize=1)
@@ -489,6 +497,9 @@ async def test_large_arrays_round_trip() -> None:
         ({"context": "bogus"}, ValueError, "context"),
         ({"context": 3}, TypeError, "context"),
         ({"backend": object()}, TypeError, "backend"),
+        ({"worker_niceness": -1}, ValueError, "worker_niceness"),
+        ({"worker_niceness": 20}, ValueError, "worker_niceness"),
+        ({"worker_niceness": "5"}, TypeError, "worker_niceness"),
     ],
 )
 def test_bad_pool_arguments(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:

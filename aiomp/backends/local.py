@@ -117,8 +117,10 @@ class LocalBackend(Backend):
         initializer: bytes | None,
         maxtasksperchild: int | None,
         child_concurrency: int,
+        worker_niceness: int = 0,
     ) -> None:
         self.processes = processes
+        self._niceness = worker_niceness
         self._ctx = context
         self._init = initializer
         self._maxtasks = maxtasksperchild
@@ -296,7 +298,7 @@ class LocalBackend(Backend):
         self._marker[2 * slot] = self._marker[2 * slot + 1] = 0
         process: multiprocessing.process.BaseProcess = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(child_end, self._marker, slot, self._init, self._maxtasks, self._concurrency),
+            args=(child_end, self._marker, slot, self._init, self._maxtasks, self._concurrency, self._niceness),
             name=f"aiomp-worker-{slot}",
             daemon=True,
         )
