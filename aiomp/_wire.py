@@ -33,10 +33,11 @@ from __future__ import annotations
 import os
 import select
 import struct
-from collections.abc import Sequence
+import threading
+from collections.abc import MutableSequence, Sequence
 from typing import Final
 
-__all__ = ["FrameReader", "encode_frame", "write_frame_blocking"]
+__all__ = ["FrameReader", "Markers", "encode_frame", "fence", "write_frame_blocking"]
 
 from typing import TypeAlias
 
@@ -247,3 +248,62 @@ class FrameReader:
                 if self._filled >= len(self._parts[self._part]):
                     self._part += 1
                     self._filled = 0
+
+
+# Cancel requests a worker's slot holds at once (a ring indexed by task index).
+_RING = 64
+_STRIDE = 2 + _RING
+_FENCE = threading.Lock()
+
+
+def fence() -> None:
+    """A full memory barrier: an uncontended lock is an atomic read-modify-write."""
+    _FENCE.acquire()
+    _FENCE.release()
+
+
+class Markers:
+    """One worker's slots in the pool's shared array, written by both sides.
+
+    ``started``: index of the task the worker started last (tasks start in the
+    order they arrive). ``finished``: index of the plain task it finished last,
+    written before its result is sent. A ring of cancel requests, written by the
+    parent. The worker writes ``started``, fences, then reads the ring; the parent
+    writes the ring, fences, then reads ``started``: whichever comes second sees
+    the other, so a cancelled task is either skipped or known to be running.
+    """
+
+    __slots__ = ("array", "base")
+
+    def __init__(self, array: MutableSequence[int], slot: int) -> None:
+        self.array = array
+        self.base = slot * _STRIDE
+
+    @staticmethod
+    def allocate(context: object, slots: int) -> MutableSequence[int]:
+        return context.RawArray("q", slots * _STRIDE)  # type: ignore[attr-defined, no-any-return]
+
+    def reset(self) -> None:
+        for i in range(self.base, self.base + _STRIDE):
+            self.array[i] = 0
+
+    @property
+    def started(self) -> int:
+        return self.array[self.base]
+
+    @property
+    def finished(self) -> int:
+        return self.array[self.base + 1]
+
+    def start(self, index: int) -> bool:
+        """Record that ``index`` starts; False if its cancellation was requested."""
+        self.array[self.base] = index
+        fence()
+        return self.array[self.base + 2 + index % _RING] != index
+
+    def finish(self, index: int) -> None:
+        self.array[self.base + 1] = index
+
+    def request_cancel(self, index: int) -> None:
+        self.array[self.base + 2 + index % _RING] = index
+        fence()

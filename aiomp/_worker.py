@@ -59,8 +59,7 @@ class _Worker:
     ) -> None:
         self.fd = fd
         self.reader = FrameReader(fd)
-        self.marker = marker
-        self.slot = slot
+        self.markers = _wire.Markers(marker, slot)
         self.left = maxtasks
         self.concurrency = concurrency
         self.queue: deque[Task] = deque()
@@ -116,13 +115,17 @@ class _Worker:
             elif index in queued:
                 self.cancelled.add(index)
 
+    def skip(self, index: int) -> None:
+        """Acknowledge a cancelled task instead of running it."""
+        self.cancelled.discard(index)
+        self.markers.finish(index)
+        self.send(index, _wire.CANCELLED, b"", [], 0.0)
+
     def run(self, task: Task) -> None:
         index, func_data, payload, buffers, mode, _ = task
-        if index in self.cancelled:
-            self.cancelled.discard(index)
-            self.send(index, _wire.CANCELLED, b"", [], 0.0)
+        if index in self.cancelled or not self.markers.start(index):
+            self.skip(index)
             return
-        self.marker[2 * self.slot] = index
         start = time.perf_counter()
         try:
             func = self.function(func_data)
@@ -130,10 +133,10 @@ class _Worker:
             if isinstance(value, types.CoroutineType):
                 value = self.async_loop().run_until_complete(value)
         except BaseException as error:  # every failure goes to the caller
-            self.marker[2 * self.slot + 1] = index
+            self.markers.finish(index)
             self.send_error(index, error, time.perf_counter() - start)
         else:
-            self.marker[2 * self.slot + 1] = index
+            self.markers.finish(index)
             self.send_value(index, value, time.perf_counter() - start)
         if self.left is not None:
             self.left -= 1
@@ -215,11 +218,9 @@ class _Worker:
 
     def start(self, task: Task) -> None:
         index = task[0]
-        if index in self.cancelled:
-            self.cancelled.discard(index)
-            self.send(index, _wire.CANCELLED, b"", [], 0.0)
+        if index in self.cancelled or not self.markers.start(index):
+            self.skip(index)
             return
-        self.marker[2 * self.slot] = index
         job = self.async_loop().create_task(self.run_async(task))
         self.running[index] = job
         job.add_done_callback(lambda job: self.finished(index, job))

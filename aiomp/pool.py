@@ -229,6 +229,10 @@ class Pool:
         self._new_event: Callable[[], _Event] = anyio.Event
         self._entered = False
         self._closed = False
+        # map_async calls still reading an async iterable: the backend is closed
+        # only once they have submitted their tasks.
+        self._feeding = 0
+        self._fed: _Event | None = None
 
     @property
     def processes(self) -> int:
@@ -284,7 +288,11 @@ class Pool:
     def close(self) -> None:
         """Take no more work; the work already submitted still runs. Then ``await join()``."""
         self._closed = True
-        self._backend.close()
+        if self._feeding:
+            if self._fed is None:
+                self._fed = self._new_event()
+        else:
+            self._backend.close()
 
     async def join(self) -> None:
         """Wait for all submitted work to finish and the workers to exit.
@@ -293,6 +301,8 @@ class Pool:
         """
         if self._tg is None:
             return
+        if self._fed is not None:
+            await self._fed.wait()
         await self._backend.join()
 
     async def terminate(self) -> None:
@@ -525,6 +535,7 @@ class Pool:
         if isinstance(iterable, AsyncIterable):
             # The items arrive later: read them in the pool's own task group.
             assert self._tg is not None
+            self._feeding += 1
             self._tg.start_soon(self._map_later, call, result, iterable, chunksize)
             return result
         items = _list(iterable)
@@ -536,12 +547,21 @@ class Pool:
     ) -> None:
         try:
             items = [item async for item in iterable]
-            if result.ready():
-                return  # cancelled meanwhile
-            call.submit_now(result, _chunks(items, chunksize or self._auto_chunksize(len(items))))
-        except Exception as error:
+            if not result.ready():  # else cancelled meanwhile
+                call.submit_now(result, _chunks(items, chunksize or self._auto_chunksize(len(items))))
+        except BaseException as error:
             if not result.ready():
+                if not isinstance(error, Exception):  # the pool is being torn down
+                    error = PoolClosedError("the pool stopped before this call's items were read")
                 result._finish(False, error)
+            if not isinstance(error, Exception):
+                raise
+        finally:
+            self._feeding -= 1
+            if self._closed and not self._feeding:
+                self._backend.close()
+                if self._fed is not None:
+                    self._fed.set()
 
     # -- imap ------------------------------------------------------------------------
 
@@ -617,6 +637,7 @@ class IMapIterator(AsyncIterator[R]):
         self._exhausted = False
         self._closed = False
         self._error: BaseException | None = None  # raised once the results before it are out
+        self._partial: list[Any] = []
         self._wakeup = anyio.Event()
 
     def __aiter__(self) -> Self:
@@ -654,9 +675,10 @@ class IMapIterator(AsyncIterator[R]):
         """Read one chunk from the source and submit it."""
         try:
             chunk = await self._read_chunk()
-        except BaseException:
-            self._stop()
+        except Exception:
+            self._stop()  # the source failed: so does the iteration
             raise
+        # A cancellation (of this __anext__ only) leaves everything in place.
         if not chunk:
             self._exhausted = True
             return
@@ -676,12 +698,14 @@ class IMapIterator(AsyncIterator[R]):
         if self._source is not None:
             return list(itertools.islice(self._source, self._chunksize))
         assert self._async_source is not None
-        chunk: list[Any] = []
+        # Items read before a cancellation stay here for the next call.
+        chunk = self._partial
         while len(chunk) < self._chunksize:
             try:
                 chunk.append(await self._async_source.__anext__())
             except StopAsyncIteration:
                 break
+        self._partial = []
         return chunk
 
     def _task_done(self, seq: int, ok: bool, value: Any) -> None:

@@ -559,3 +559,41 @@ async def test_finished_calls_leave_no_reference_cycles() -> None:
             gc.garbage.clear()
             gc.enable()
         assert not cycles
+
+
+async def test_cancel_just_after_the_worker_takes_the_task_stops_it() -> None:
+    """The parent and the worker agree through shared memory whether a task started."""
+    async with aiomp.Pool(1) as pool:
+        for i in range(15):
+            first = pool.apply_async(_work.inc, (i,))
+            second = pool.apply_async(_work.sleep, (5,))
+            assert await first == i + 1
+            second.cancel()
+            start = time.monotonic()
+            assert await pool.apply(_work.inc, (1,)) == 2
+            assert time.monotonic() - start < 3, f"try {i}: the cancelled task kept its worker busy"
+
+
+async def test_stopping_a_plain_task_spares_a_coroutine_beside_it() -> None:
+    async with aiomp.Pool(1) as pool:
+        coroutine = pool.apply_async(_work.asleep, (1.5,))
+        await anyio.sleep(0.2)
+        with pytest.raises(TimeoutError):
+            await pool.apply(_work.sleep, (10,), timeout=0.5)
+        assert await coroutine == 1.5  # rerun elsewhere, not failed
+
+
+async def test_map_async_over_an_async_iterable_outlives_close() -> None:
+    async with aiomp.Pool(2) as pool:
+        left = pool.map_async(_work.inc, _slow_source(4))
+        inside = pool.map_async(_work.inc, _slow_source(3))
+        pool.close()
+        await pool.join()
+        assert await inside == [1, 2, 3]
+    assert await left == [1, 2, 3, 4]
+
+
+async def _slow_source(n: int) -> Any:
+    for i in range(n):
+        await anyio.sleep(0.05)
+        yield i

@@ -66,8 +66,11 @@ class _State(enum.Enum):
 class _Worker:
     """The parent's view of one worker process."""
 
-    def __init__(self, slot: int, process: multiprocessing.process.BaseProcess, conn: Any) -> None:
+    def __init__(
+        self, slot: int, process: multiprocessing.process.BaseProcess, conn: Any, markers: _wire.Markers
+    ) -> None:
         self.slot = slot
+        self.markers = markers
         self.process = process
         self.conn = conn
         self.fd: int = conn.fileno()
@@ -129,9 +132,8 @@ class LocalBackend(Backend):
         self._tg: TaskGroup | None = None
         self._pending: deque[Task] = deque()
         self._workers: dict[int, _Worker] = {}
-        # Two slots per worker: the index of the task it started last, and of
-        # the plain task it finished last (written before the result is sent).
-        self._marker: MutableSequence[int] = context.RawArray("q", 2 * processes)
+        # Each worker's start and finish markers and cancel requests (_wire.Markers).
+        self._marker: MutableSequence[int] = _wire.Markers.allocate(context, processes)
         self._seconds_per_task: float | None = None
         self._startup_failures = 0
         self._broken: BrokenPoolError | None = None
@@ -219,12 +221,15 @@ class LocalBackend(Backend):
                 del worker.outstanding[task.index]
                 if worker.quota is not None:
                     worker.quota += 1
-            elif task.is_async or task.index > self._marker[2 * worker.slot]:
-                # The worker drops it if it has not started it (acknowledging
-                # with CANCELLED), and cancels it if it is a running coroutine.
+                continue
+            worker.markers.request_cancel(task.index)
+            if task.is_async or task.index > worker.markers.started:
+                # Not started: the worker will see the request and skip it
+                # (acknowledging with CANCELLED); the message makes it say so
+                # sooner, and cancels the task if it is a running coroutine.
                 worker.cancels.append(task.index)
                 worker.wake.set()
-            elif stop_running and task.index > self._marker[2 * worker.slot + 1]:
+            elif stop_running and task.index > worker.markers.finished:
                 # Running now: the only way to stop Python code is to end its
                 # process. A task it may start meanwhile did nothing wrong:
                 # _buried sends it elsewhere instead of failing it. (A finished
@@ -294,15 +299,17 @@ class LocalBackend(Backend):
     # -- workers -----------------------------------------------------------------
 
     async def _start_worker(self, slot: int) -> None:
+        if self._state is _State.TERMINATE:
+            return  # a replacement scheduled just before terminate()
         parent_end, child_end = self._ctx.Pipe(duplex=True)
-        self._marker[2 * slot] = self._marker[2 * slot + 1] = 0
         process: multiprocessing.process.BaseProcess = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
             args=(child_end, self._marker, slot, self._init, self._maxtasks, self._concurrency, self._niceness),
             name=f"aiomp-worker-{slot}",
             daemon=True,
         )
-        worker = _Worker(slot, process, parent_end)
+        worker = _Worker(slot, process, parent_end, _wire.Markers(self._marker, slot))
+        worker.markers.reset()
         worker.quota = self._maxtasks
         self._workers[slot] = worker
         self._dispatch()
@@ -342,7 +349,8 @@ class LocalBackend(Backend):
             if worker.process.exitcode is None:  # only if this task was cancelled early
                 worker.process.kill()
                 worker.process.join(1)
-            worker.process.close()
+            with contextlib.suppress(ValueError):  # still alive: it is reaped at exit
+                worker.process.close()
             worker.done.set()
 
     async def _read(self, worker: _Worker) -> None:
@@ -452,13 +460,15 @@ class LocalBackend(Backend):
         if self._workers.get(worker.slot) is not worker:
             return
         del self._workers[worker.slot]
-        started = self._marker[2 * worker.slot]
+        started = worker.markers.started
         requeue: list[Task] = []
         died: list[Task] = []
         for index, task in worker.outstanding.items():
             if task.cancelled:
                 continue
-            collateral = worker.killed_after is not None and index > worker.killed_after
+            # Killed to stop one task: what else it had started (a later task, a
+            # coroutine running alongside) did nothing wrong and runs elsewhere.
+            collateral = worker.killed_after is not None and (index > worker.killed_after or task.is_async)
             (died if worker.started and index <= started and not collateral else requeue).append(task)
             task.worker = None
         worker.outstanding.clear()
