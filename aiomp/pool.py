@@ -610,9 +610,14 @@ class Pool:
 class IMapIterator(AsyncIterator[R]):
     """The async iterator returned by ``imap`` and ``imap_unordered``.
 
-    It submits chunks as the consumer pulls results, keeping at most ``window``
-    chunks between the source and the consumer. ``aclose()`` (or ``async with``)
-    stops the work still in flight; so does reaching the end or an error.
+    It keeps at most ``window`` chunks between the source and the consumer
+    (submitted, or finished and not yet consumed): that is the backpressure. A
+    sync source is read as the consumer pulls results; an async source is read
+    by a task of the pool's own, so a slow source never holds back results that
+    are ready, and cancelling one ``__anext__`` never cancels the source. An
+    error of the source is raised after the results of the items before it.
+    ``aclose()`` (or ``async with``) stops the work still in flight; so does
+    reaching the end or an error.
     """
 
     def __init__(self, pool: Pool, func: Callable[..., Any], iterable: Any, chunksize: int, ordered: bool) -> None:
@@ -620,6 +625,7 @@ class IMapIterator(AsyncIterator[R]):
         self._chunksize = _positive_int("chunksize", chunksize)
         self._call = _Call(func, "iterable", _wire.MAP, pool._backend)
         self._backend = pool._backend
+        self._tg = pool._tg
         if isinstance(iterable, AsyncIterable):
             self._async_source: AsyncIterator[Any] | None = aiter(iterable)
             self._source: Iterator[Any] | None = None
@@ -636,9 +642,11 @@ class IMapIterator(AsyncIterator[R]):
         self._next = 0
         self._exhausted = False
         self._closed = False
-        self._error: BaseException | None = None  # raised once the results before it are out
-        self._partial: list[Any] = []
-        self._wakeup = anyio.Event()
+        self._error: BaseException | None = None  # a task's, raised once the results before it are out
+        self._source_error: BaseException | None = None  # raised once every result is out
+        self._wakeup = anyio.Event()  # a result arrived, or the feeder finished
+        self._room = anyio.Event()  # the window has room again (for the feeder)
+        self._feeder: anyio.CancelScope | None = None
 
     def __aiter__(self) -> Self:
         return self
@@ -662,51 +670,85 @@ class IMapIterator(AsyncIterator[R]):
             self._take_done()
             if self._ready or self._error is not None:
                 continue
-            if not self._exhausted and len(self._inflight) + len(self._done) < self.window:
-                await self._feed()
-                continue
-            if not self._inflight and not self._done:
-                self._closed = True
+            if self._source is not None:
+                if not self._exhausted and self._has_room():
+                    self._feed_sync()
+                    continue
+            elif self._feeder is None:
+                self._start_feeder()
+            if self._exhausted and not self._inflight and not self._done:
+                failure, self._source_error = self._source_error, None
+                self._stop()
+                if failure is not None:
+                    raise failure
                 raise StopAsyncIteration
             await self._wakeup.wait()
             self._wakeup = anyio.Event()
 
-    async def _feed(self) -> None:
-        """Read one chunk from the source and submit it."""
+    def _has_room(self) -> bool:
+        return len(self._inflight) + len(self._done) < self.window
+
+    def _feed_sync(self) -> None:
+        """Read one chunk from a sync source and submit it."""
+        assert self._source is not None
         try:
-            chunk = await self._read_chunk()
-        except Exception:
-            self._stop()  # the source failed: so does the iteration
-            raise
-        # A cancellation (of this __anext__ only) leaves everything in place.
-        if not chunk:
-            self._exhausted = True
+            chunk = list(itertools.islice(self._source, self._chunksize))
+        except Exception as error:
+            self._source_failed(error)
             return
+        if chunk:
+            self._submit(chunk)
+        else:
+            self._exhausted = True
+
+    def _start_feeder(self) -> None:
+        assert self._tg is not None
+        self._feeder = anyio.CancelScope()
+        self._tg.start_soon(self._feed_async, self._feeder)
+
+    async def _feed_async(self, scope: anyio.CancelScope) -> None:
+        """Read an async source chunk by chunk while the window has room."""
+        assert self._async_source is not None
+        with scope:
+            try:
+                while not self._exhausted:
+                    while not self._has_room():
+                        await self._room.wait()
+                        self._room = anyio.Event()
+                    chunk: list[Any] = []
+                    while len(chunk) < self._chunksize:
+                        try:
+                            chunk.append(await self._async_source.__anext__())
+                        except StopAsyncIteration:
+                            self._exhausted = True
+                            break
+                    if chunk and not self._closed:
+                        self._submit(chunk)
+            except Exception as error:
+                self._source_failed(error)
+            finally:
+                self._wakeup.set()
+
+    def _submit(self, chunk: list[Any]) -> None:
         seq = self._submitted
         self._submitted += 1
-        task = self._call.task(chunk)
+        try:
+            task = self._call.task(chunk)
+        except Exception as error:  # an item that cannot be pickled
+            self._source_failed(error)
+            return
         task.done = functools.partial(self._task_done, seq)
         self._inflight[seq] = task
         try:
             self._backend.submit(task)
-        except BaseException:
+        except Exception as error:  # the pool was closed or broke meanwhile
             del self._inflight[seq]
-            self._stop()
-            raise
+            self._source_failed(error)
 
-    async def _read_chunk(self) -> list[Any]:
-        if self._source is not None:
-            return list(itertools.islice(self._source, self._chunksize))
-        assert self._async_source is not None
-        # Items read before a cancellation stay here for the next call.
-        chunk = self._partial
-        while len(chunk) < self._chunksize:
-            try:
-                chunk.append(await self._async_source.__anext__())
-            except StopAsyncIteration:
-                break
-        self._partial = []
-        return chunk
+    def _source_failed(self, error: BaseException) -> None:
+        """No more items: what was submitted still comes out, then ``error``."""
+        self._source_error = error
+        self._exhausted = True
 
     def _task_done(self, seq: int, ok: bool, value: Any) -> None:
         if self._inflight.pop(seq, None) is not None:
@@ -723,6 +765,7 @@ class IMapIterator(AsyncIterator[R]):
             else:
                 seq = next(iter(self._done))
             ok, value = self._done.pop(seq)
+            self._room.set()
             if not ok:
                 self._error = value
                 return
@@ -732,6 +775,8 @@ class IMapIterator(AsyncIterator[R]):
         self._closed = True
         self._ready.clear()
         self._done.clear()
+        if self._feeder is not None:
+            self._feeder.cancel()
         if self._inflight:
             self._backend.cancel(list(self._inflight.values()), stop_running=True)
             self._inflight.clear()

@@ -597,3 +597,60 @@ async def _slow_source(n: int) -> Any:
     for i in range(n):
         await anyio.sleep(0.05)
         yield i
+
+
+async def test_imap_yields_results_while_an_async_source_is_slow() -> None:
+    async def source() -> Any:
+        yield 1
+        yield 2
+        await anyio.sleep(30)  # a source that stalls after two items
+        yield 3
+
+    async with aiomp.Pool(2) as pool:
+        results = pool.imap(_work.inc, source())
+        with anyio.fail_after(10):
+            assert [await results.__anext__(), await results.__anext__()] == [2, 3]
+        await results.aclose()
+
+
+async def test_imap_feedback_source_does_not_deadlock() -> None:
+    """The source yields its next item only after the previous result came back."""
+    got: list[int] = []
+    arrived = anyio.Event()
+
+    async def source() -> Any:
+        nonlocal arrived
+        for i in range(4):
+            yield i
+            await arrived.wait()
+            arrived = anyio.Event()
+
+    async with aiomp.Pool(2) as pool:
+        with anyio.fail_after(20):
+            async for value in pool.imap(_work.inc, source()):
+                got.append(value)
+                arrived.set()
+    assert got == [1, 2, 3, 4]
+
+
+async def test_cancelling_one_anext_keeps_the_iteration() -> None:
+    async def source() -> Any:
+        for i in range(6):
+            if i == 2:
+                await anyio.sleep(1.0)
+            yield i
+
+    async with aiomp.Pool(2) as pool:
+        results = pool.imap(_work.inc, source())
+        got: list[int] = []
+        timeouts = 0
+        with anyio.fail_after(20):
+            while True:
+                with anyio.move_on_after(0.3) as scope:
+                    try:
+                        got.append(await results.__anext__())
+                    except StopAsyncIteration:
+                        break
+                timeouts += scope.cancelled_caught
+        assert got == [1, 2, 3, 4, 5, 6]
+        assert timeouts >= 1
