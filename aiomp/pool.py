@@ -362,7 +362,7 @@ class Pool:
             return await self._apply(func, args, kwds)
 
     async def _apply(self, func: Callable[..., Any], args: Iterable[Any], kwds: Mapping[str, Any]) -> Any:
-        call = _Call(func, "args", _wire.APPLY, self._backend)
+        call = _Call(func, _wire.APPLY, self._backend)
         payload = (_check_args(args), _check_kwds(kwds))
         result: AsyncResult[Any] = AsyncResult(self._backend, self._new_event(), None, None, single=True)
         await call.submit(result, [payload], offload=_serialize.likely_large(payload))
@@ -402,7 +402,7 @@ class Pool:
         """
         self._check_open()
         _check_callbacks(callback, error_callback)
-        call = _Call(func, "args", _wire.APPLY, self._backend)
+        call = _Call(func, _wire.APPLY, self._backend)
         result: AsyncResult[Any] = AsyncResult(self._backend, self._new_event(), callback, error_callback, single=True)
         call.submit_now(result, [(_check_args(args), _check_kwds(kwds))])
         return result
@@ -481,7 +481,7 @@ class Pool:
         self._check_open()
         _check_timeout(timeout)
         chunksize = _check_chunksize(chunksize, allow_none=True)
-        call = _Call(func, "iterable", mode, self._backend)
+        call = _Call(func, mode, self._backend)
         with _deadline(timeout):
             items = await _collect(iterable)
             chunks = _chunks(items, chunksize or self._auto_chunksize(len(items)))
@@ -528,7 +528,7 @@ class Pool:
         self._check_open()
         _check_callbacks(callback, error_callback)
         chunksize = _check_chunksize(chunksize, allow_none=True)
-        call = _Call(func, "iterable", mode, self._backend)
+        call = _Call(func, mode, self._backend)
         result: AsyncResult[list[Any]] = AsyncResult(
             self._backend, self._new_event(), callback, error_callback, single=False
         )
@@ -623,7 +623,7 @@ class IMapIterator(AsyncIterator[R]):
     def __init__(self, pool: Pool, func: Callable[..., Any], iterable: Any, chunksize: int, ordered: bool) -> None:
         pool._check_open()
         self._chunksize = _positive_int("chunksize", chunksize)
-        self._call = _Call(func, "iterable", _wire.MAP, pool._backend)
+        self._call = _Call(func, _wire.MAP, pool._backend)
         self._backend = pool._backend
         self._tg = pool._tg
         if isinstance(iterable, AsyncIterable):
@@ -789,7 +789,7 @@ class IMapIterator(AsyncIterator[R]):
 class _Call:
     """What every task of one call shares: the function and how to apply it."""
 
-    def __init__(self, func: Callable[..., Any], what: str, mode: int, backend: Backend) -> None:
+    def __init__(self, func: Callable[..., Any], mode: int, backend: Backend) -> None:
         if not callable(func):
             raise TypeError(f"func must be callable, not {type(func).__name__}")
         self.func = _serialize.dump_function(func)
