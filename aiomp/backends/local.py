@@ -180,8 +180,9 @@ class LocalBackend(Backend):
         with anyio.move_on_after(_TERMINATE_GRACE * 10):  # SIGKILL cannot be refused
             for worker in workers:
                 await worker.done.wait()
+        # Every bound is spent: a process stuck in the kernel even after SIGKILL
+        # does not hold up the caller (the pool's exit reaps what it can).
         self._check_idle()
-        await self._idle.wait()
 
     def statistics(self) -> PoolStatistics:
         running = sum(len(w.outstanding) for w in self._workers.values())
