@@ -15,14 +15,30 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "Array",
     "AsyncResult",
+    "Barrier",
+    "BoundedSemaphore",
     "BrokenPoolError",
+    "Condition",
+    "Connection",
+    "Event",
     "IMapIterator",
+    "JoinableQueue",
+    "Lock",
+    "Pipe",
     "Pool",
     "PoolClosedError",
     "PoolStatistics",
+    "Process",
     "ProcessError",
+    "Queue",
+    "QueueShutDown",
+    "RLock",
     "RemoteTraceback",
+    "Semaphore",
+    "SimpleQueue",
+    "Value",
     "WorkerDiedError",
 ]
 
@@ -31,21 +47,49 @@ __version__ = "0.1.0"
 # Where each public name lives. Each module sets __module__ = "aiomp" on its
 # public classes, so reprs and pickles name this package.
 _HOMES = {
+    "Array": "sharedctypes",
     "AsyncResult": "pool",
+    "Barrier": "synchronize",
+    "BoundedSemaphore": "synchronize",
     "BrokenPoolError": "_exceptions",
+    "Condition": "synchronize",
+    "Connection": "connection",
+    "Event": "synchronize",
     "IMapIterator": "pool",
+    "JoinableQueue": "queues",
+    "Lock": "synchronize",
+    "Pipe": "connection",
     "Pool": "pool",
     "PoolClosedError": "_exceptions",
     "PoolStatistics": "backends",
+    "Process": "process",
     "ProcessError": "_exceptions",
+    "Queue": "queues",
+    "QueueShutDown": "_exceptions",
+    "RLock": "synchronize",
     "RemoteTraceback": "_exceptions",
+    "Semaphore": "synchronize",
+    "SimpleQueue": "queues",
+    "Value": "sharedctypes",
     "WorkerDiedError": "_exceptions",
 }
 
 if TYPE_CHECKING:
-    from ._exceptions import BrokenPoolError, PoolClosedError, ProcessError, RemoteTraceback, WorkerDiedError
+    from ._exceptions import (
+        BrokenPoolError,
+        PoolClosedError,
+        ProcessError,
+        QueueShutDown,
+        RemoteTraceback,
+        WorkerDiedError,
+    )
     from .backends import PoolStatistics
+    from .connection import Connection, Pipe
     from .pool import AsyncResult, IMapIterator, Pool
+    from .process import Process
+    from .queues import JoinableQueue, Queue, SimpleQueue
+    from .sharedctypes import Array, Value
+    from .synchronize import Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore
 
 
 def __getattr__(name: str) -> Any:

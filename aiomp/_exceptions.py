@@ -7,6 +7,7 @@
           ├── WorkerDiedError    the worker running a task exited (crash, signal, OOM)
           ├── BrokenPoolError    workers keep dying while starting: the pool gave up
           └── PoolClosedError    the pool was closed or terminated (also a ValueError)
+    QueueShutDown               the queue was shut down (and, for gets, drained)
     RemoteTraceback             the worker's formatted traceback, set as ``__cause__``
 
 An exception raised by a task is re-raised in the caller with its own type; the
@@ -16,11 +17,13 @@ worker's traceback travels as text and is attached as ``__cause__``.
 from __future__ import annotations
 
 import multiprocessing
+import queue
 
 __all__ = [
     "BrokenPoolError",
     "PoolClosedError",
     "ProcessError",
+    "QueueShutDown",
     "RemoteTraceback",
     "WorkerDiedError",
 ]
@@ -67,6 +70,18 @@ class PoolClosedError(ProcessError, ValueError):
     """
 
 
+# Python 3.13's queue.ShutDown where it exists, so one except clause catches both.
+_ShutDown: type[Exception] = getattr(queue, "ShutDown", Exception)
+
+
+class QueueShutDown(_ShutDown):  # type: ignore[valid-type,misc]
+    """Raised by a put on a queue that was shut down, and by a get once it is drained.
+
+    Python 3.13's ``queue.ShutDown`` for queues shared between processes; on 3.13
+    and later it is a subclass of ``queue.ShutDown``.
+    """
+
+
 class RemoteTraceback(Exception):
     """The traceback of an exception raised in a worker, as text.
 
@@ -82,6 +97,6 @@ class RemoteTraceback(Exception):
         return self.tb
 
 
-for _cls in (BrokenPoolError, PoolClosedError, ProcessError, RemoteTraceback, WorkerDiedError):
+for _cls in (BrokenPoolError, PoolClosedError, ProcessError, QueueShutDown, RemoteTraceback, WorkerDiedError):
     _cls.__module__ = "aiomp"  # reprs and pickles name the public package
 del _cls

@@ -11,12 +11,28 @@ watched by mistake.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import select
+import socket
+import time
 from collections.abc import Callable
 
 import anyio
 import sniffio
 
-__all__ = ["forget", "wait_readable", "wait_writable", "watch_readable"]
+__all__ = [
+    "SharedWait",
+    "block_until",
+    "close",
+    "close_socket",
+    "deadline_after",
+    "forget",
+    "keep_blocking",
+    "wait_readable",
+    "wait_writable",
+    "watch_readable",
+]
 
 
 async def wait_readable(fd: int) -> None:
@@ -57,6 +73,99 @@ async def watch_readable(fd: int, callback: Callable[[], bool]) -> None:
         loop.remove_reader(fd)
 
 
+class SharedWait:
+    """Lets any number of tasks of one process await the same descriptor.
+
+    The event loops allow one waiter per descriptor and direction: the first
+    task waits on the descriptor, the others on an event it sets when it wakes
+    (or is cancelled). Every waiter must then re-check what it waits for.
+    """
+
+    __slots__ = ("_followers", "_leading", "blocking", "fd", "writable")
+
+    def __init__(self, fd: int, writable: bool = False, blocking: bool = False) -> None:
+        self.fd = fd
+        self.writable = writable
+        self.blocking = blocking  # keep the descriptor in blocking mode (see keep_blocking)
+        self._leading = False
+        self._followers: anyio.Event | None = None  # made by the first follower
+
+    async def wait(self) -> None:
+        """Return once the descriptor may be ready (spurious returns are possible)."""
+        if self._leading:
+            if self._followers is None:
+                self._followers = anyio.Event()
+            await self._followers.wait()
+            return
+        self._leading = True
+        try:
+            if self.writable:
+                await anyio.wait_writable(self.fd)
+            else:
+                await anyio.wait_readable(self.fd)
+        finally:
+            self._leading = False
+            if self.blocking:
+                keep_blocking(self.fd)
+            followers, self._followers = self._followers, None
+            if followers is not None:
+                followers.set()
+
+
+def keep_blocking(fd: int) -> None:
+    """Undo uvloop's switch of a watched descriptor to non-blocking mode.
+
+    Sockets that blocking code in other processes reads (pipes, queues) stay in
+    blocking mode, so that code sleeps in the kernel, the fastest wake-up; the
+    awaiting side passes ``MSG_DONTWAIT`` on each call instead.
+    """
+    with contextlib.suppress(OSError):
+        if not os.get_blocking(fd):
+            os.set_blocking(fd, True)
+
+
 def forget(fd: int) -> None:
     """Tell the event loop that ``fd`` is about to be closed."""
     anyio.notify_closing(fd)
+
+
+def close(fd: int) -> None:
+    """Close ``fd``, first telling a running event loop (if any) to stop watching it."""
+    with contextlib.suppress(sniffio.AsyncLibraryNotFoundError, RuntimeError):
+        sniffio.current_async_library()
+        anyio.notify_closing(fd)
+    os.close(fd)
+
+
+def close_socket(sock: socket.socket) -> None:
+    """Close a socket, first telling a running event loop (if any) to stop watching it."""
+    with contextlib.suppress(sniffio.AsyncLibraryNotFoundError, RuntimeError, OSError):
+        sniffio.current_async_library()
+        anyio.notify_closing(sock.fileno())
+    sock.close()
+
+
+def deadline_after(timeout: float | None) -> float | None:
+    """The ``time.monotonic()`` deadline of a blocking wait of ``timeout`` seconds."""
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def block_until(fd: int, writable: bool, deadline: float | None) -> bool:
+    """Block the calling thread until ``fd`` is ready or ``deadline`` passes.
+
+    For the blocking methods, which every process may call on descriptors that
+    are non-blocking (they are shared, and an event loop may watch them).
+    Returns False on timeout.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT if writable else select.POLLIN)
+    while True:
+        if deadline is None:
+            wait_ms = None
+        else:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            wait_ms = max(1, int(remaining * 1000 + 0.999))
+        if poller.poll(wait_ms):
+            return True

@@ -31,9 +31,14 @@ from anyio.abc import TaskGroup
 from typing_extensions import Self
 
 from . import _serialize, _wire
+from ._checks import check_args as _check_args
+from ._checks import check_kwds as _check_kwds
+from ._checks import check_timeout as _check_timeout
+from ._checks import context as _context
+from ._checks import positive_int as _positive_int
 from ._exceptions import BrokenPoolError, PoolClosedError
 from .backends import Backend, PoolStatistics, Task
-from .backends.local import LocalBackend, default_context, preload_worker, usable_cpus
+from .backends.local import LocalBackend, preload_worker, usable_cpus
 
 __all__ = ["AsyncResult", "Pool"]
 
@@ -844,39 +849,10 @@ def _deadline(timeout: float | None) -> AbstractContextManager[Any]:
     return nullcontext() if timeout is None else anyio.fail_after(timeout)
 
 
-def _check_timeout(timeout: float | None) -> None:
-    if timeout is None:
-        return
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
-    if math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int, not {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, not {value}")
-    return value
-
-
 def _check_chunksize(chunksize: int | None, allow_none: bool) -> int | None:
     if chunksize is None and allow_none:
         return None
     return _positive_int("chunksize", chunksize)
-
-
-def _check_args(args: object) -> tuple[Any, ...]:
-    if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
-        raise TypeError(f"args must be a tuple of arguments, not {type(args).__name__}")
-    return tuple(args)
-
-
-def _check_kwds(kwds: object) -> dict[str, Any]:
-    if not isinstance(kwds, Mapping):
-        raise TypeError(f"kwds must be a mapping of keyword arguments, not {type(kwds).__name__}")
-    return dict(kwds)
 
 
 def _check_callbacks(callback: object, error_callback: object) -> None:
@@ -939,19 +915,6 @@ def _is_async(func: Callable[..., Any]) -> bool:
     except TypeError:  # unhashable
         pass
     return answer
-
-
-def _context(context: object) -> multiprocessing.context.BaseContext:
-    if context is None:
-        return default_context()
-    if isinstance(context, multiprocessing.context.BaseContext):
-        return context
-    if isinstance(context, str):
-        methods = multiprocessing.get_all_start_methods()
-        if context not in methods:
-            raise ValueError(f"context must be one of {methods} or None, not {context!r}")
-        return multiprocessing.get_context(context)
-    raise TypeError(f"context must be a start method name or None, not {type(context).__name__}")
 
 
 for _cls in (AsyncResult, IMapIterator, Pool):

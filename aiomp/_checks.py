@@ -1,0 +1,69 @@
+"""Argument checks shared by the public classes.
+
+Each raises ``TypeError`` for a value of the wrong type and ``ValueError`` for a
+value out of range, naming the parameter, before anything has changed state.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import multiprocessing.context
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["check_args", "check_kwds", "check_timeout", "context", "non_negative_int", "positive_int"]
+
+
+def check_timeout(timeout: float | None, name: str = "timeout") -> None:
+    """A timeout is None (wait for ever) or a non-negative number of seconds."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, not {type(timeout).__name__}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"{name} must be a non-negative number of seconds, not {timeout!r}")
+
+
+def positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, not {value}")
+    return value
+
+
+def non_negative_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, not {value}")
+    return value
+
+
+def check_args(args: object) -> tuple[Any, ...]:
+    if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+        raise TypeError(f"args must be a tuple of arguments, not {type(args).__name__}")
+    return tuple(args)
+
+
+def check_kwds(kwds: object, name: str = "kwds") -> dict[str, Any]:
+    if not isinstance(kwds, Mapping):
+        raise TypeError(f"{name} must be a mapping of keyword arguments, not {type(kwds).__name__}")
+    return dict(kwds)
+
+
+def context(value: object) -> multiprocessing.context.BaseContext:
+    """A start-method name, a multiprocessing context, or None for aiomp's default."""
+    if value is None:
+        from .backends.local import default_context
+
+        return default_context()
+    if isinstance(value, multiprocessing.context.BaseContext):
+        return value
+    if isinstance(value, str):
+        methods = multiprocessing.get_all_start_methods()
+        if value not in methods:
+            raise ValueError(f"context must be one of {methods} or None, not {value!r}")
+        return multiprocessing.get_context(value)
+    raise TypeError(f"context must be a start method name or None, not {type(value).__name__}")

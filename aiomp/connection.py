@@ -1,0 +1,402 @@
+"""``Pipe`` and ``Connection``: message pipes between processes, blocking and awaitable.
+
+A message is an 8-byte big-endian length and the payload. Both ends are Unix
+stream sockets in blocking mode: the blocking methods sleep in the kernel as
+the standard library's do, and the awaiting ones pass ``MSG_DONTWAIT`` and wait
+on the event loop (putting the mode back after uvloop, which changes it).
+
+Sending never blocks the event loop: bytes go out as the peer makes room, so a
+message of any size, or two peers sending big messages at each other, cannot
+stall the loop or deadlock. Every outgoing message is queued whole before its
+first byte is written, and written in order, so a sender that is cancelled
+half-way leaves its message to be finished by the next send on the connection
+(the stream never tears). Reading keeps partial messages in the connection, so
+a cancelled ``arecv`` loses nothing: the next receive returns the message.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import socket
+import struct
+import weakref
+from collections import deque
+from collections.abc import Callable
+from multiprocessing import BufferTooShort, reduction
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+from typing_extensions import Buffer, Self
+
+from . import _fd, _serialize
+from ._checks import check_timeout
+
+__all__ = ["Connection", "Pipe"]
+
+_HEADER = struct.Struct("!Q")
+_IOV_MAX = 64
+_DONTWAIT = socket.MSG_DONTWAIT
+_DIRECT = 256 << 10  # bodies up to this size are read into a bytes object directly
+
+
+class _Reader:
+    """Reads whole messages, one at a time, from a stream socket.
+
+    Reads exactly one message's bytes, so several processes may share a reading
+    end (as a queue's consumers do) under a lock. ``read(block=False)`` never
+    blocks (``MSG_DONTWAIT``); ``read(block=True)`` sleeps in the kernel like
+    the standard library's, unless an event loop elsewhere made the socket
+    non-blocking, in which case it returns None as well.
+    """
+
+    __slots__ = ("_body", "_filled", "_head", "limit", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._head = b""
+        self._body: bytearray | None = None
+        self._filled = 0
+        self.limit: int | None = None
+
+    @property
+    def in_message(self) -> bool:
+        """True between a message's first byte and its last."""
+        return bool(self._head) or self._body is not None
+
+    def read(self, block: bool) -> bytes | bytearray | None:
+        """The next whole message, or None if it has not all arrived yet.
+
+        Raises ``EOFError`` at the end of the stream, ``OSError`` if it ends
+        inside a message or a message exceeds ``limit``.
+        """
+        flags = 0 if block else _DONTWAIT
+        while self._body is None:
+            chunk = self._recv(8 - len(self._head), flags)
+            if chunk is None:
+                return None
+            self._head += chunk
+            if len(self._head) < 8:
+                continue
+            (size,) = _HEADER.unpack(self._head)
+            self._head = b""
+            if self.limit is not None and size > self.limit:
+                raise OSError(errno.EMSGSIZE, f"message of {size} bytes is longer than maxlength={self.limit}")
+            if size == 0:
+                return b""
+            first = self._recv(size, flags, body=True) if size <= _DIRECT else None
+            if first is not None and len(first) == size:
+                return first  # the common case: one read, no copy
+            self._body = bytearray(size)
+            self._filled = 0
+            if first:
+                self._body[: len(first)] = first
+                self._filled = len(first)
+        view = memoryview(self._body)
+        while self._filled < len(view):
+            try:
+                n = self.sock.recv_into(view[self._filled :], 0, flags)
+            except BlockingIOError:
+                return None
+            except ConnectionResetError:
+                n = 0
+            if n == 0:
+                raise OSError(errno.EPIPE, "got end of file during message")
+            self._filled += n
+        body, self._body = self._body, None
+        return body
+
+    def _recv(self, n: int, flags: int, body: bool = False) -> bytes | None:
+        try:
+            chunk = self.sock.recv(n, flags)
+        except BlockingIOError:
+            return None
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            if not body and not self._head:
+                raise EOFError
+            raise OSError(errno.EPIPE, "got end of file during message")
+        return chunk
+
+
+class _Writer:
+    """Writes queued messages in order on a stream socket."""
+
+    __slots__ = ("_out", "_queued", "sent", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._out: deque[memoryview] = deque()
+        self._queued = 0  # bytes ever queued
+        self.sent = 0  # bytes ever written
+
+    def queue(self, payload: Buffer) -> int:
+        """Queue one message; return the byte count at which it has been sent."""
+        view = memoryview(payload).cast("B")
+        self._out.append(memoryview(_HEADER.pack(len(view))))
+        if view:
+            self._out.append(view)
+        self._queued += 8 + len(view)
+        return self._queued
+
+    def flush(self, block: bool) -> bool:
+        """Write what the socket takes (without waiting unless ``block``); True once all is out."""
+        out = self._out
+        flags = 0 if block else _DONTWAIT
+        while out:
+            try:
+                n = self.sock.sendmsg(list(itertools.islice(out, _IOV_MAX)), (), flags)
+            except BlockingIOError:
+                return False
+            self.sent += n
+            while n:
+                head = out[0]
+                if n >= len(head):
+                    n -= len(head)
+                    out.popleft()
+                else:
+                    out[0] = head[n:]
+                    n = 0
+        return True
+
+
+class Connection:
+    """One end of a ``Pipe``: the ``multiprocessing.connection.Connection`` methods
+    (``send``, ``recv``, ``send_bytes``, ``recv_bytes``, ``recv_bytes_into``,
+    ``poll``, ``close``, ``fileno``) and their awaitable twins (``asend``,
+    ``arecv``, ``asend_bytes``, ``arecv_bytes``).
+
+    ``async for message in conn:`` receives until the other end is closed. Send
+    it to another process as a ``Process`` argument, in a queue, or through
+    another connection, like the standard library's.
+    """
+
+    def __init__(self, sock: socket.socket, readable: bool = True, writable: bool = True) -> None:
+        if not readable and not writable:
+            raise ValueError("at least one of readable and writable must be True")
+        fd = sock.fileno()
+        os.set_blocking(fd, True)  # blocking methods sleep in the kernel; awaiting ones pass MSG_DONTWAIT
+        self._sock = sock
+        self._handle: int | None = fd
+        self._readable = readable
+        self._writable = writable
+        self._reader = _Reader(sock)
+        self._writer = _Writer(sock)
+        self._unread: list[Any] = []  # a message whose arecv was cancelled while decoding it
+        self._rwait = _fd.SharedWait(fd, blocking=True)
+        self._wwait = _fd.SharedWait(fd, writable=True, blocking=True)
+        self._closer = weakref.finalize(self, _fd.close_socket, sock)
+
+    # -- state ---------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+        return self._handle is None
+
+    @property
+    def readable(self) -> bool:
+        """True if this end can receive."""
+        return self._readable
+
+    @property
+    def writable(self) -> bool:
+        """True if this end can send."""
+        return self._writable
+
+    def fileno(self) -> int:
+        """The underlying file descriptor."""
+        return self._check(None)
+
+    def close(self) -> None:
+        """Close this end. A message a cancelled send left half-written is cut off."""
+        if self._handle is not None:
+            self._handle = None
+            self._closer()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._handle is None else f"fd={self._handle}"
+        return f"<aiomp.Connection({state}, readable={self._readable}, writable={self._writable})>"
+
+    def __reduce__(self) -> tuple[Callable[..., Connection], tuple[Any, ...]]:
+        return _rebuild, (reduction.DupFd(self._check(None)), self._readable, self._writable)
+
+    def _check(self, need: str | None) -> int:
+        fd = self._handle
+        if fd is None:
+            raise OSError(errno.EBADF, "handle is closed")
+        if need == "read" and not self._readable:
+            raise OSError(errno.EBADF, "connection is write-only")
+        if need == "write" and not self._writable:
+            raise OSError(errno.EBADF, "connection is read-only")
+        return fd
+
+    # -- sending -------------------------------------------------------------------
+
+    def send_bytes(self, buf: Buffer, offset: int = 0, size: int | None = None) -> None:
+        """Send a bytes-like object as one message, blocking until it is written."""
+        fd = self._check("write")
+        end = self._writer.queue(_slice(buf, offset, size))
+        while not self._writer.flush(True) and self._writer.sent < end:
+            _fd.block_until(fd, True, None)  # an event loop elsewhere made the socket non-blocking
+
+    def send(self, obj: Any) -> None:
+        """Send a picklable object, blocking until it is written."""
+        self._check("write")
+        self.send_bytes(reduction.ForkingPickler.dumps(obj))
+
+    async def asend_bytes(self, buf: Buffer, offset: int = 0, size: int | None = None) -> None:
+        """Send a bytes-like object as one message, without blocking the event loop.
+
+        If cancelled after its first byte went out, the rest of the message is
+        sent by the next send on this connection.
+        """
+        self._check("write")
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        end = self._writer.queue(_slice(buf, offset, size))
+        while not self._writer.flush(False) and self._writer.sent < end:
+            await self._wwait.wait()
+            self._check("write")
+
+    async def asend(self, obj: Any) -> None:
+        """Send a picklable object without blocking the event loop (big ones are pickled in a thread)."""
+        self._check("write")
+        if _serialize.likely_large(obj):
+            data = await anyio.to_thread.run_sync(reduction.ForkingPickler.dumps, obj)
+        else:
+            data = reduction.ForkingPickler.dumps(obj)
+        await self.asend_bytes(data)
+
+    # -- receiving -----------------------------------------------------------------
+
+    def recv_bytes(self, maxlength: int | None = None) -> bytes:
+        """Block until a message arrives and return it; ``EOFError`` at the end."""
+        return bytes(self._recv_blocking(maxlength, None))
+
+    def recv_bytes_into(self, buf: Any, offset: int = 0) -> int:
+        """Receive a message into ``buf`` at ``offset``; return its size.
+
+        Raises ``multiprocessing.BufferTooShort`` (carrying the message) if it
+        does not fit.
+        """
+        data = self._recv_blocking(None, None)
+        view = memoryview(buf).cast("B")
+        if offset < 0 or offset > len(view):
+            raise ValueError(f"offset must be between 0 and {len(view)}, not {offset}")
+        if len(data) > len(view) - offset:
+            raise BufferTooShort(bytes(data))
+        view[offset : offset + len(data)] = data
+        return len(data)
+
+    def recv(self) -> Any:
+        """Block until an object arrives and return it; ``EOFError`` at the end."""
+        return reduction.ForkingPickler.loads(self._recv_blocking(None, None))
+
+    def poll(self, timeout: float | None = 0.0) -> bool:
+        """Whether a message (or the end of the stream) is ready, waiting up to ``timeout``.
+
+        ``None`` waits for ever.
+        """
+        check_timeout(timeout)
+        fd = self._check("read")
+        if self._unread or self._reader.in_message:
+            return True
+        return _fd.block_until(fd, False, _fd.deadline_after(timeout))
+
+    def _recv_blocking(self, maxlength: int | None, deadline: float | None) -> bytes | bytearray:
+        fd = self._check("read")
+        if self._unread:
+            return self._unread.pop()  # type: ignore[no-any-return]
+        self._reader.limit = maxlength
+        while True:
+            message = self._reader.read(True)
+            if message is not None:
+                return message
+            _fd.block_until(fd, False, deadline)  # an event loop elsewhere made the socket non-blocking
+
+    async def arecv_bytes(self, maxlength: int | None = None) -> bytes:
+        """Await a message and return it; ``EOFError`` once the peer closed and it is drained.
+
+        If cancelled, nothing is lost: the next receive returns the message.
+        """
+        return bytes(await self._arecv(maxlength))
+
+    async def arecv(self) -> Any:
+        """Await an object; ``EOFError`` once the peer closed and it is drained.
+
+        Big messages are unpickled in a thread. If cancelled, nothing is lost.
+        """
+        data = await self._arecv(None)
+        if len(data) < _serialize.LARGE:
+            return reduction.ForkingPickler.loads(data)
+        try:
+            return await anyio.to_thread.run_sync(reduction.ForkingPickler.loads, data)
+        except anyio.get_cancelled_exc_class():
+            self._unread.append(data)
+            raise
+
+    async def _arecv(self, maxlength: int | None) -> bytes | bytearray:
+        self._check("read")
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        if self._unread:
+            return self._unread.pop()  # type: ignore[no-any-return]
+        reader = self._reader
+        reader.limit = maxlength
+        while True:
+            message = reader.read(False)
+            if message is not None:
+                return message
+            await self._rwait.wait()
+            self._check("read")
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.arecv()
+        except EOFError:
+            raise StopAsyncIteration from None
+
+
+def _slice(buf: Buffer, offset: int, size: int | None) -> memoryview:
+    view = memoryview(buf).cast("B")
+    if offset < 0 or offset > len(view):
+        raise ValueError(f"offset must be between 0 and {len(view)}, not {offset}")
+    if size is None:
+        size = len(view) - offset
+    elif size < 0 or offset + size > len(view):
+        raise ValueError(f"size must be between 0 and {len(view) - offset}, not {size}")
+    return view[offset : offset + size]
+
+
+def _rebuild(dup: Any, readable: bool, writable: bool) -> Connection:
+    return Connection(socket.socket(fileno=dup.detach()), readable, writable)
+
+
+def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
+    """A pair of connected ``Connection`` objects.
+
+    With ``duplex=True`` (the default) both ends send and receive; otherwise the
+    first end only receives and the second only sends. Both are Unix stream
+    sockets, so each call can choose to wait or not (``MSG_DONTWAIT``) whatever
+    mode the shared descriptor is in.
+    """
+    if not isinstance(duplex, bool):
+        raise TypeError(f"duplex must be a bool, not {type(duplex).__name__}")
+    left, right = socket.socketpair()
+    if duplex:
+        return Connection(left), Connection(right)
+    return Connection(left, writable=False), Connection(right, readable=False)
+
+
+Connection.__module__ = "aiomp"

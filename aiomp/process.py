@@ -1,0 +1,255 @@
+"""``Process``: a ``multiprocessing.Process`` the event loop can start and join.
+
+Starting runs the standard library's start in a worker thread (a spawn or
+forkserver start blocks for milliseconds); joining waits on the process
+sentinel, a descriptor that becomes readable when the child exits. An ``async
+def`` target runs in the child on a fresh event loop of the parent's kind
+(asyncio, uvloop or trio). The target travels by reference when the child can
+import it and by value (cloudpickle) otherwise, so lambdas, closures and
+functions of ``__main__`` work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import multiprocessing
+import multiprocessing.process
+from collections.abc import Callable, Mapping
+from multiprocessing import reduction
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import sniffio
+from typing_extensions import Self
+
+from . import _checks, _fd
+from ._doorbell import uncancellable
+
+__all__ = ["Process"]
+
+_GRACE = 1.0  # seconds between SIGTERM and SIGKILL when a Process is torn down
+
+
+class Process:
+    """A child process run from an event loop (``multiprocessing.Process``, awaitable).
+
+    ``await start()``, ``await join(timeout=None)``, ``exitcode``, ``pid``,
+    ``name``, ``is_alive()``, ``terminate()``, ``kill()``, ``close()``.
+    ``async with Process(target=f) as p:`` starts on entry and joins on exit; an
+    exception or cancellation in the block terminates the child instead.
+    ``context`` is a start-method name or a ``multiprocessing`` context (default:
+    forkserver where available, else spawn).
+    """
+
+    def __init__(
+        self,
+        target: Callable[..., Any] | None = None,
+        name: str | None = None,
+        args: Any = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        daemon: bool | None = None,
+        context: Any = None,
+    ) -> None:
+        if target is not None and not callable(target):
+            raise TypeError(f"target must be callable or None, not {type(target).__name__}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        if daemon is not None and not isinstance(daemon, bool):
+            raise TypeError(f"daemon must be a bool or None, not {type(daemon).__name__}")
+        self._target = target
+        self._args = _checks.check_args(args)
+        self._kwargs = _checks.check_kwds({} if kwargs is None else kwargs, "kwargs")
+        self._ctx = _checks.context(context)
+        self._process: multiprocessing.process.BaseProcess = self._ctx.Process(  # type: ignore[attr-defined]
+            name=name, daemon=daemon
+        )
+        self._started = False
+        self._exited: _fd.SharedWait | None = None
+
+    # -- the standard attributes ---------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The process name (``Process-N`` unless given)."""
+        return self._process.name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._process.name = value
+
+    @property
+    def daemon(self) -> bool:
+        """Whether the child is terminated when the parent exits (set before ``start``)."""
+        return self._process.daemon
+
+    @daemon.setter
+    def daemon(self, value: bool) -> None:
+        self._process.daemon = value
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, None before ``start``."""
+        return self._process.pid
+
+    ident = pid
+
+    @property
+    def exitcode(self) -> int | None:
+        """None while running; the exit status after; ``-N`` if killed by signal ``N``."""
+        return self._process.exitcode
+
+    @property
+    def sentinel(self) -> int:
+        """A descriptor that becomes readable when the child exits."""
+        return self._process.sentinel
+
+    def is_alive(self) -> bool:
+        """True from ``start`` until the child exits."""
+        return self._process.is_alive()
+
+    def terminate(self) -> None:
+        """Send SIGTERM."""
+        self._process.terminate()
+
+    def kill(self) -> None:
+        """Send SIGKILL."""
+        self._process.kill()
+
+    def close(self) -> None:
+        """Release the process's resources; ``ValueError`` while it still runs."""
+        self._process.close()
+
+    def __repr__(self) -> str:
+        return f"<aiomp.Process {self._process!r}>"
+
+    # -- starting and joining ------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the child without blocking the event loop.
+
+        A cancelled start leaves no child behind.
+        """
+        if self._started:
+            raise RuntimeError("cannot start a process twice")
+        self._started = True
+        self._process._target = _child_main  # type: ignore[attr-defined]
+        self._process._args = (_Target(self._target), self._args, self._kwargs, _loop_kind())  # type: ignore[attr-defined]
+        self._process._kwargs = {}  # type: ignore[attr-defined]
+        done = anyio.Event()
+        failure: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                self._process.start()
+            except BaseException as error:
+                failure.append(error)
+            finally:
+                anyio.from_thread.run_sync(done.set)
+
+        try:
+            await anyio.to_thread.run_sync(start, abandon_on_cancel=False)
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except anyio.get_cancelled_exc_class():
+            await uncancellable(done.wait)  # a native asyncio cancel leaves the thread running
+            if not failure:
+                await uncancellable(self._stop)
+            raise
+        if failure:
+            raise failure[0]
+        self._exited = _fd.SharedWait(self._process.sentinel)
+
+    async def join(self, timeout: float | None = None) -> None:
+        """Await the child's exit, for up to ``timeout`` seconds (it may still run after)."""
+        _checks.check_timeout(timeout)
+        if self._exited is None:
+            raise RuntimeError("can only join a started process")
+        with anyio.move_on_after(timeout):
+            while self._process.exitcode is None:
+                await self._exited.wait()
+        if self._process.exitcode is not None:
+            self._process.join(0)  # drop it from multiprocessing's list of children
+
+    async def _stop(self) -> None:
+        """Terminate, then kill after a grace period, and reap."""
+        if self._exited is None:
+            self._exited = _fd.SharedWait(self._process.sentinel)
+        if self._process.exitcode is None:
+            self._process.terminate()
+            await self.join(_GRACE)
+        if self._process.exitcode is None:
+            self._process.kill()
+            await self.join(_GRACE)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            await self.join()
+        else:
+            await uncancellable(self._stop)
+
+
+class _Target:
+    """Carries the target to the child: by reference if it pickles so, else by value."""
+
+    def __init__(self, func: Callable[..., Any] | None) -> None:
+        self.func = func
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        func = self.func
+        if getattr(func, "__module__", None) != "__main__":
+            try:
+                reduction.ForkingPickler.dumps(func)
+            except Exception:
+                pass
+            else:
+                return _Target, (func,)
+        import cloudpickle
+
+        return _loads, (cloudpickle.dumps(func),)
+
+
+def _loads(data: bytes) -> _Target:
+    import pickle
+
+    return _Target(pickle.loads(data))
+
+
+def _loop_kind() -> tuple[str, dict[str, Any]]:
+    """The parent's event loop, so an ``async def`` target gets the same kind."""
+    library = sniffio.current_async_library()
+    if library == "asyncio" and type(asyncio.get_running_loop()).__module__.startswith("uvloop"):
+        return "asyncio", {"use_uvloop": True}
+    return library, {}
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
+
+
+def _child_main(
+    target: _Target, args: tuple[Any, ...], kwargs: dict[str, Any], loop: tuple[str, dict[str, Any]]
+) -> None:
+    func = target.func
+    if func is None:
+        return
+    if not _is_async(func):
+        func(*args, **kwargs)
+        return
+    backend, options = loop
+    anyio.run(functools.partial(func, *args, **kwargs), backend=backend, backend_options=options)
+
+
+Process.__module__ = "aiomp"

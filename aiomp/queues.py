@@ -1,0 +1,477 @@
+"""``Queue``, ``JoinableQueue`` and ``SimpleQueue`` shared between processes.
+
+The layout is the standard library's: one pipe that every process may write and
+read, a lock for readers, a lock for writers, and a semaphore counting free
+places for ``maxsize``. What changes is who waits and how:
+
+* Putting never blocks on the pipe. A put writes its message straight into the
+  pipe when nothing else of this process is queued and the pipe has room (one
+  system call), and otherwise hands it to this process's feeder thread, which
+  writes in order. Either way, the message is pickled by the caller, so an
+  unpicklable object raises in the caller, not in a thread.
+* Awaiting waits on descriptors: the read end of the pipe, and the doorbells of
+  the reader lock and the ``maxsize`` semaphore (see ``_doorbell``).
+* ``aget`` takes a message off the pipe only while it cannot be cancelled: it
+  is cancellable while it waits for the reader lock and for the first byte;
+  once a message has begun to arrive it is read whole. If a cancellation
+  arrives while a big message is still coming in, a short-lived thread finishes
+  reading it and puts it back at the end of the queue, so nothing is lost.
+* ``shutdown()`` marks the queue in shared memory and puts an end marker (an
+  empty message) behind the items; a consumer that reads the marker puts it
+  back for the next consumer and raises ``QueueShutDown``.
+
+The pipe is a Unix stream socket pair in blocking mode: blocking methods sleep
+in the kernel, awaiting ones pass ``MSG_DONTWAIT`` (see ``connection``). Like
+the standard library's, queues reach other processes by inheritance
+(``Process`` arguments, ``Pool`` initargs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import socket
+import threading
+import weakref
+from collections import deque
+from multiprocessing import context, reduction, sharedctypes, util
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+from typing_extensions import Self
+
+from . import _fd, _serialize
+from ._checks import check_timeout
+from ._exceptions import QueueShutDown
+from .connection import _Reader, _Writer
+from .synchronize import _CTX, Condition, Lock, Semaphore
+
+__all__ = ["JoinableQueue", "Queue", "SimpleQueue"]
+
+_SHUTDOWN = b""  # the end marker: an item's pickle is never empty
+_BATCH = 256  # messages the feeder writes per turn of the writer lock
+_SEM_MAX = 2**31 - 1  # an unbounded queue's count of free places
+
+
+class _Feeder:
+    """Writes this process's messages to a queue's pipe, in order, never blocking ``put``."""
+
+    def __init__(self, sock: socket.socket, wlock: Any) -> None:
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._wlock = wlock  # a SemLock shared by every writing process
+        self._cond = threading.Condition(threading.Lock())
+        self._pending: deque[Any] = deque()
+        self._head: _Writer | None = None  # a message the fast path began, writer lock held
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.join_at_exit = True
+
+    def put(self, payload: Any) -> None:
+        with self._cond:
+            if self._closed:
+                raise ValueError("the queue is closed in this process")
+            if not (self._pending or self._busy or self._head) and self._wlock.acquire(False):
+                writer = _Writer(self._sock)
+                writer.queue(payload)
+                try:
+                    done = writer.flush(False)
+                except BaseException:
+                    self._wlock.release()
+                    raise
+                if done:
+                    self._wlock.release()
+                    return
+                self._head = writer  # the pipe is full: the thread finishes it
+            else:
+                self._pending.append(payload)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="aiomp-queue-feeder", daemon=True)
+                self._thread.start()
+            else:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        fd, sock, wlock = self._fd, self._sock, self._wlock
+        while True:
+            with self._cond:
+                while not (self._pending or self._head):
+                    if self._closed:
+                        sock.close()
+                        return
+                    self._cond.wait()
+                writer, self._head = self._head, None
+                if writer is None:
+                    writer = _Writer(sock)
+                    for _ in range(min(len(self._pending), _BATCH)):
+                        writer.queue(self._pending.popleft())
+                    locked = False
+                else:
+                    locked = True
+                self._busy = True
+            try:
+                if not locked:
+                    wlock.acquire()
+                try:
+                    while not writer.flush(True):
+                        _fd.block_until(fd, True, None)  # an event loop made it non-blocking
+                finally:
+                    wlock.release()
+            except OSError:  # pragma: no cover - the pipe went away under us
+                pass
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def close(self) -> None:
+        """No more puts; the thread exits once everything queued is written."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            if self._thread is None:
+                self._sock.close()
+            else:
+                self._cond.notify_all()
+
+    def join(self, timeout: float | None = None) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def at_end(self) -> None:
+        """The queue was collected, or the process is exiting."""
+        self.close()
+        if self.join_at_exit and util.is_exiting():
+            self.join()
+
+
+class _Queue:
+    """What the three queues share."""
+
+    _maxsize = 0
+
+    def __init__(self, maxsize: int | None) -> None:
+        r, w = socket.socketpair()
+        w.shutdown(socket.SHUT_RD)
+        sem = None if maxsize is None else Semaphore(maxsize or _SEM_MAX)
+        state = (maxsize, r, w, Lock(), _CTX.Lock(), sem, sharedctypes.RawValue("i", 0))
+        self._setup(state)
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        context.assert_spawning(self)
+        maxsize, r, w, rlock, wlock, sem, flag = self._state
+        return (maxsize, reduction.DupFd(r.fileno()), reduction.DupFd(w.fileno()), rlock, wlock, sem, flag)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        maxsize, r, w, *rest = state
+        self._setup((maxsize, socket.socket(fileno=r.detach()), socket.socket(fileno=w.detach()), *rest))
+
+    def _setup(self, state: tuple[Any, ...]) -> None:
+        self._state = state
+        maxsize, r, w, self._rlock, wlock, self._sem, self._flag = state
+        self._maxsize = maxsize or 0
+        self._rfd = r.fileno()
+        self._reader = _Reader(r)
+        self._rwait = _fd.SharedWait(self._rfd, blocking=True)  # one waiter: the reader lock's holder
+        self._closed = False
+        self._feeder = feeder = _Feeder(w, wlock._semlock)
+        self._close_reader = weakref.finalize(self, _fd.close_socket, r)
+        util.Finalize(self, feeder.at_end, exitpriority=-5)
+
+    # -- state ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"{self!r} is closed")
+
+    def _shut(self) -> bool:
+        return bool(self._flag.value)
+
+    def close(self) -> None:
+        """This process puts and gets no more; buffered puts are still written out."""
+        if not self._closed:
+            self._closed = True
+            self._feeder.close()
+            self._close_reader()
+
+    def join_thread(self) -> None:
+        """Wait until this process's buffered puts are written (after ``close``)."""
+        if not self._closed:
+            raise ValueError("join_thread() needs close() first")
+        self._feeder.join()
+
+    def cancel_join_thread(self) -> None:
+        """Let this process exit without waiting for its buffered puts to be written."""
+        self._feeder.join_at_exit = False
+
+    def shutdown(self) -> None:
+        """Shut the queue down for every process.
+
+        Puts raise ``QueueShutDown`` from now on; consumers get the items already
+        put, then ``QueueShutDown`` (and ``async for`` ends).
+        """
+        self._check_open()
+        if self._flag.value:
+            return
+        self._flag.value = 1
+        self._feeder.put(_SHUTDOWN)
+        self._free_place()  # a put waiting for room wakes, sees the flag, passes it on
+
+    # -- putting -------------------------------------------------------------------
+
+    def _before_put(self) -> None:
+        pass
+
+    def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Put ``obj``, waiting up to ``timeout`` for room if the queue is full.
+
+        Raises ``queue.Full`` when no room came, ``QueueShutDown`` after
+        ``shutdown()``.
+        """
+        check_timeout(timeout)
+        self._check_open()
+        if self._flag.value:
+            raise QueueShutDown
+        data = reduction.ForkingPickler.dumps(obj)
+        sem = self._sem
+        if sem is not None:
+            if not sem.acquire(block, timeout):
+                raise queue.Full
+            if self._flag.value:
+                self._free_place()
+                raise QueueShutDown
+        self._before_put()
+        self._feeder.put(data)
+
+    async def aput(self, obj: Any, timeout: float | None = None) -> None:
+        """Put ``obj``, awaiting room for up to ``timeout`` seconds if the queue is full.
+
+        Raises ``queue.Full`` when no room came, ``QueueShutDown`` after
+        ``shutdown()``. If cancelled, nothing was put.
+        """
+        check_timeout(timeout)
+        self._check_open()
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        if self._flag.value:
+            raise QueueShutDown
+        if _serialize.likely_large(obj):
+            data = await anyio.to_thread.run_sync(reduction.ForkingPickler.dumps, obj)
+        else:
+            data = reduction.ForkingPickler.dumps(obj)
+        sem = self._sem
+        if sem is not None:
+            if not await sem.aacquire(timeout):
+                raise queue.Full
+            if self._flag.value:
+                self._free_place()
+                raise QueueShutDown
+        self._before_put()
+        self._feeder.put(data)
+
+    # -- getting -------------------------------------------------------------------
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Remove and return an item, waiting up to ``timeout`` for one.
+
+        Raises ``queue.Empty`` when none came, ``QueueShutDown`` once the queue
+        is shut down and drained.
+        """
+        check_timeout(timeout)
+        self._check_open()
+        deadline = _fd.deadline_after(timeout if block else 0)
+        if not self._rlock.acquire(block, timeout):
+            raise queue.Empty
+        try:
+            reader = self._reader
+            if block and timeout is None:
+                while (data := reader.read(True)) is None:
+                    _fd.block_until(self._rfd, False, None)  # an event loop made it non-blocking
+            else:
+                while (data := reader.read(False)) is None:
+                    if reader.in_message:
+                        _fd.block_until(self._rfd, False, None)  # finish what has begun
+                    elif not _fd.block_until(self._rfd, False, deadline):
+                        raise queue.Empty
+        finally:
+            self._rlock.release()
+        return self._decode(data)
+
+    async def aget(self, timeout: float | None = None) -> Any:
+        """Remove and return an item, awaiting one for up to ``timeout`` seconds.
+
+        Raises ``queue.Empty`` when none came, ``QueueShutDown`` once the queue
+        is shut down and drained. A cancelled ``aget`` loses no item.
+        """
+        check_timeout(timeout)
+        self._check_open()
+        deadline = None if timeout is None else anyio.current_time() + timeout
+        if not await self._rlock.aacquire(timeout):
+            raise queue.Empty
+        handed_over = False
+        try:
+            reader = self._reader
+            while (data := reader.read(False)) is None:
+                if reader.in_message:
+                    try:
+                        await self._rwait.wait()
+                    except BaseException:
+                        self._rescue()
+                        handed_over = True
+                        raise
+                    continue
+                remaining = None if deadline is None else deadline - anyio.current_time()
+                if remaining is not None and remaining <= 0:
+                    raise queue.Empty
+                with anyio.move_on_after(remaining):
+                    await self._rwait.wait()
+        finally:
+            if not handed_over:
+                self._rlock.release()
+        if len(data) < _serialize.LARGE:
+            return self._decode(data)
+        try:
+            return await anyio.to_thread.run_sync(self._decode, data)
+        except anyio.get_cancelled_exc_class():
+            self._feeder.put(data)  # back at the end of the queue, still counted
+            raise
+
+    def _rescue(self) -> None:
+        """Finish a message whose ``aget`` was cancelled, and put it back, in a thread."""
+        reader, rlock, feeder, rfd = self._reader, self._rlock, self._feeder, self._rfd
+
+        def finish() -> None:
+            try:
+                while (data := reader.read(True)) is None:
+                    _fd.block_until(rfd, False, None)
+                feeder.put(data)
+            finally:
+                rlock.release()
+
+        threading.Thread(target=finish, name="aiomp-queue-rescue", daemon=True).start()
+
+    def _decode(self, data: bytes | bytearray) -> Any:
+        if data == _SHUTDOWN:
+            if not self._closed:
+                self._feeder.put(_SHUTDOWN)  # for the next consumer
+            raise QueueShutDown
+        try:
+            return reduction.ForkingPickler.loads(data)
+        finally:
+            self._free_place()
+
+    def _free_place(self) -> None:
+        if self._sem is not None:
+            with contextlib.suppress(ValueError):  # an unbounded queue at its count's ceiling
+                self._sem.release()
+
+    def empty(self) -> bool:
+        """True if no item is waiting in the pipe (a snapshot, as in the standard library)."""
+        self._check_open()
+        return not (self._reader.in_message or _fd.block_until(self._rfd, False, 0))
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.aget()
+        except QueueShutDown:
+            raise StopAsyncIteration from None
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else " shut down" if self._shut() else ""
+        return f"<aiomp.{type(self).__name__}{state}>"
+
+
+class Queue(_Queue):
+    """A FIFO queue shared between processes (``multiprocessing.Queue``).
+
+    The standard library's blocking methods in every process, plus ``await
+    aput(obj, timeout=None)``, ``await aget(timeout=None)``, ``shutdown()`` and
+    ``async for item in queue`` (which ends at shutdown). ``maxsize <= 0`` means
+    unbounded; otherwise ``put``/``aput`` wait for room.
+    """
+
+    def __init__(self, maxsize: int = 0) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int):
+            raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__}")
+        super().__init__(maxsize if maxsize > 0 else 0)
+
+    def qsize(self) -> int:
+        """The approximate number of items in the queue."""
+        assert self._sem is not None
+        return max(0, (self._maxsize or _SEM_MAX) - int(self._sem.get_value()))
+
+    def full(self) -> bool:
+        """True if a put would have to wait for room."""
+        assert self._sem is not None
+        return bool(self._sem.get_value() == 0)
+
+    def put_nowait(self, obj: Any) -> None:
+        """``put(obj, block=False)``."""
+        self.put(obj, False)
+
+    def get_nowait(self) -> Any:
+        """``get(block=False)``."""
+        return self.get(False)
+
+
+class JoinableQueue(Queue):
+    """A ``Queue`` that counts unfinished items (``multiprocessing.JoinableQueue``).
+
+    Consumers call ``task_done()`` per item; ``join()`` blocks and ``await
+    ajoin()`` awaits until every item put has been marked done.
+    """
+
+    def __init__(self, maxsize: int = 0) -> None:
+        self._unfinished: Any = _CTX.Semaphore(0)
+        self._cond = Condition(Lock())
+        super().__init__(maxsize)
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (*super().__getstate__(), self._unfinished, self._cond)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        *base, self._unfinished, self._cond = state
+        super().__setstate__(tuple(base))
+
+    def _before_put(self) -> None:
+        self._unfinished.release()
+
+    def task_done(self) -> None:
+        """Mark one item as processed; ``ValueError`` if called more times than items put."""
+        with self._cond:
+            if not self._unfinished.acquire(False):
+                raise ValueError("task_done() called too many times")
+            if self._unfinished._semlock._is_zero():
+                self._cond.notify_all()
+
+    def join(self) -> None:
+        """Block until every item put has been marked done."""
+        with self._cond:
+            self._cond.wait_for(self._unfinished._semlock._is_zero)
+
+    async def ajoin(self) -> None:
+        """Await every item put being marked done."""
+        async with self._cond:
+            await self._cond.await_for(self._unfinished._semlock._is_zero)
+
+
+class SimpleQueue(_Queue):
+    """An unbounded queue shared between processes (``multiprocessing.SimpleQueue``).
+
+    ``put``/``get``/``empty``/``close`` in every process, plus ``await aput(obj)``,
+    ``await aget(timeout=None)``, ``shutdown()`` and ``async for``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+
+for _cls in (JoinableQueue, Queue, SimpleQueue):
+    _cls.__module__ = "aiomp"  # reprs name the public package
+del _cls
