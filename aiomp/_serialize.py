@@ -12,12 +12,14 @@ payload is made by ``dumps`` and read back by ``loads``.
 
 from __future__ import annotations
 
+import linecache
 import pickle
+import sys
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-__all__ = ["dump_error", "dump_function", "dumps", "likely_large", "load_error", "loads"]
+__all__ = ["dump_error", "dump_function", "dump_inband", "dumps", "likely_large", "load_error", "loads"]
 
 _PROTOCOL = 5
 # Payloads above this many bytes are pickled and unpickled off the event loop.
@@ -41,6 +43,22 @@ def dumps(obj: object, buffers: list[pickle.PickleBuffer]) -> bytes:
             raise error from None
 
 
+def dump_inband(obj: object) -> bytes:
+    """Pickle ``obj`` with its buffers inside the pickle, for payloads sent once.
+
+    Raises what the standard library raises for objects that may only be pickled
+    while a process starts (queues, locks): ``RuntimeError``.
+    """
+    return dumps(obj, _Refuse())
+
+
+class _Refuse(list):  # type: ignore[type-arg]
+    """A buffer list that keeps every buffer in band."""
+
+    def append(self, buffer: object) -> bool:  # type: ignore[override]
+        return True  # a true result tells pickle to serialize the buffer in band
+
+
 def loads(data: bytes, buffers: Sequence[object] = ()) -> Any:
     """Unpickle what ``dumps`` made."""
     return pickle.loads(data, buffers=buffers)
@@ -60,7 +78,7 @@ def dump_function(func: Callable[..., Any]) -> bytes:
         return _function_cache[func]
     except (KeyError, TypeError):
         pass
-    if getattr(func, "__module__", None) == "__main__":
+    if getattr(func, "__module__", None) == "__main__" and not _top_level_of_main_script(func):
         import cloudpickle
 
         data: bytes = cloudpickle.dumps(func, _PROTOCOL)
@@ -73,6 +91,25 @@ def dump_function(func: Callable[..., Any]) -> bytes:
     except TypeError:  # unhashable callable
         pass
     return data
+
+
+def _top_level_of_main_script(func: Callable[..., Any]) -> bool:
+    """Whether a worker, which re-imports the main script, finds ``func`` there by name.
+
+    True for a function defined at the top level of a script file, so it goes by
+    reference and shares the module's globals with its neighbours (a pool
+    initializer setting a global that the task function reads). Functions defined
+    under the ``__main__`` guard, in ``python -c`` or interactively, go by value.
+    """
+    main = sys.modules.get("__main__")
+    code = getattr(func, "__code__", None)
+    name = getattr(func, "__name__", None)
+    if code is None or name is None or getattr(func, "__qualname__", None) != name:
+        return False
+    if getattr(main, "__file__", None) != code.co_filename or getattr(main, name, None) is not func:
+        return False
+    line = linecache.getline(code.co_filename, code.co_firstlineno)
+    return line.startswith(("def ", "async def ", "@"))
 
 
 _SCALARS = frozenset({int, float, bool, complex, type(None)})

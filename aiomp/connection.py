@@ -400,3 +400,4 @@ def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
 
 
 Connection.__module__ = "aiomp"
+Pipe.__module__ = "aiomp"

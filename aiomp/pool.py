@@ -213,9 +213,13 @@ class Pool:
             raise TypeError(f"initializer must be callable or None, not {type(initializer).__name__}")
         if isinstance(initargs, (str, bytes)) or not isinstance(initargs, Iterable):
             raise TypeError(f"initargs must be a tuple of arguments, not {type(initargs).__name__}")
-        init = None
+        init: object = None
         if initializer is not None:
-            init = _serialize.dumps((_serialize.dump_function(initializer), tuple(initargs)), [])
+            payload = (_serialize.dump_function(initializer), tuple(initargs))
+            try:
+                init = _serialize.dump_inband(payload)
+            except RuntimeError:  # initargs hold queues, locks or shared values
+                init = _InitAtStart(payload)
         self._ctx = _context(context)
         preload_worker(self._ctx)
         if backend is None:
@@ -875,6 +879,23 @@ async def _collect(iterable: object) -> list[Any]:
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class _InitAtStart:
+    """A pool initializer whose arguments may only be pickled while a worker starts.
+
+    Queues, locks and shared values follow the standard library's inheritance
+    rule; this defers their pickling to each worker's start, where it is allowed.
+    The worker receives the same bytes as for any other initializer.
+    """
+
+    def __init__(self, payload: tuple[bytes, tuple[Any, ...]]) -> None:
+        self.payload = payload
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from multiprocessing import reduction  # its reducers know shared memory and sockets
+
+        return bytes, (bytes(reduction.ForkingPickler.dumps(self.payload)),)
 
 
 class _Event(Protocol):

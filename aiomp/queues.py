@@ -178,8 +178,14 @@ class _Queue:
         self._reader = _Reader(r)
         self._rwait = _fd.SharedWait(self._rfd, blocking=True)  # one waiter: the reader lock's holder
         self._closed = False
-        self._feeder = feeder = _Feeder(w, wlock._semlock)
         self._close_reader = weakref.finalize(self, _fd.close_socket, r)
+        self._new_feeder()
+        util.register_after_fork(self, _Queue._new_feeder)
+
+    def _new_feeder(self) -> None:
+        """This process's feeder (a forked child starts its own: threads do not fork)."""
+        _, _, w, _, wlock, _, _ = self._state
+        self._feeder = feeder = _Feeder(w, wlock._semlock)
         util.Finalize(self, feeder.at_end, exitpriority=-5)
 
     # -- state ---------------------------------------------------------------------

@@ -74,3 +74,7 @@ def Array(typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True) 
     if guard is None:
         return obj
     return sharedctypes.synchronized(obj, guard)  # type: ignore[call-overload]
+
+
+Value.__module__ = "aiomp"
+Array.__module__ = "aiomp"

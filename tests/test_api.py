@@ -26,7 +26,8 @@ def test_unknown_attribute() -> None:
 
 
 def test_public_methods_have_docstrings() -> None:
-    for cls in (aiomp.Pool, aiomp.AsyncResult, aiomp.IMapIterator):
+    classes = [getattr(aiomp, name) for name in aiomp.__all__ if isinstance(getattr(aiomp, name), type)]
+    for cls in classes:
         for name, member in vars(cls).items():
             if callable(member) and not name.startswith("_"):
                 assert member.__doc__, f"{cls.__name__}.{name} has no docstring"

@@ -117,7 +117,7 @@ class LocalBackend(Backend):
         processes: int,
         *,
         context: multiprocessing.context.BaseContext,
-        initializer: bytes | None,
+        initializer: object,
         maxtasksperchild: int | None,
         child_concurrency: int,
         worker_niceness: int = 0,
