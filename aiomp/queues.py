@@ -172,7 +172,7 @@ class _Queue:
 
     def _setup(self, state: tuple[Any, ...]) -> None:
         self._state = state
-        maxsize, r, w, self._rlock, wlock, self._sem, self._flag = state
+        maxsize, r, _, self._rlock, _, self._sem, self._flag = state
         self._maxsize = maxsize or 0
         self._rfd = r.fileno()
         self._reader = _Reader(r)
