@@ -122,7 +122,7 @@ async def acquire_async(
     ``value()`` reads the semaphore's free units and ``waiters`` is the SemLock
     counting async waiters. Returns True once acquired, False on timeout.
     """
-    await anyio.lowlevel.checkpoint_if_cancelled()
+    await anyio.lowlevel.checkpoint()  # a cancellation and scheduling point, before anything is taken
     if try_acquire():
         return True
     if timeout is not None and timeout <= 0:

@@ -261,7 +261,7 @@ class Connection:
         sent by the next send on this connection.
         """
         self._check("write")
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        await anyio.lowlevel.checkpoint()  # yield before anything is sent: a send loop never starves the loop
         end = self._writer.queue(_slice(buf, offset, size))
         while not self._writer.flush(False) and self._writer.sent < end:
             await self._wwait.wait()
@@ -346,7 +346,7 @@ class Connection:
 
     async def _arecv(self, maxlength: int | None) -> bytes | bytearray:
         self._check("read")
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        await anyio.lowlevel.checkpoint()  # yield before anything is taken: a receive loop never starves the loop
         if self._unread:
             return self._unread.pop()  # type: ignore[no-any-return]
         reader = self._reader

@@ -269,8 +269,10 @@ class _Queue:
         else:
             data = reduction.ForkingPickler.dumps(obj)
         sem = self._sem
-        if sem is not None:
-            if not await sem.aacquire(timeout):
+        if sem is None:
+            await anyio.lowlevel.checkpoint()  # a put loop never starves the loop
+        else:
+            if not await sem.aacquire(timeout):  # yields first
                 raise queue.Full
             if self._flag.value:
                 self._free_place()
@@ -315,7 +317,7 @@ class _Queue:
         check_timeout(timeout)
         self._check_open()
         deadline = None if timeout is None else anyio.current_time() + timeout
-        if not await self._rlock.aacquire(timeout):
+        if not await self._rlock.aacquire(timeout):  # yields first: a get loop never starves the loop
             raise queue.Empty
         handed_over = False
         try:
