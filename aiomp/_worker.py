@@ -278,7 +278,7 @@ def worker_main(
     conn: Any,
     marker: MutableSequence[int],
     slot: int,
-    init: bytes | None,
+    init: bytes | tuple[bytes, tuple[Any, ...]] | None,
     maxtasks: int | None,
     concurrency: int,
     niceness: int = 0,
@@ -293,7 +293,7 @@ def worker_main(
     os.set_blocking(fd, False)
     if init is not None:
         try:
-            func_data, initargs = loads(init)
+            func_data, initargs = loads(init) if isinstance(init, bytes) else init
             loads(func_data)(*initargs)
         except BaseException as error:
             head = pickle.dumps((_wire.INIT_FAILED, dump_error(error)), 5)

@@ -886,16 +886,16 @@ class _InitAtStart:
 
     Queues, locks and shared values follow the standard library's inheritance
     rule; this defers their pickling to each worker's start, where it is allowed.
-    The worker receives the same bytes as for any other initializer.
+    The worker receives the (function, arguments) pair itself instead of bytes.
     """
 
     def __init__(self, payload: tuple[bytes, tuple[Any, ...]]) -> None:
         self.payload = payload
 
     def __reduce__(self) -> tuple[Any, ...]:
-        from multiprocessing import reduction  # its reducers know shared memory and sockets
-
-        return bytes, (bytes(reduction.ForkingPickler.dumps(self.payload)),)
+        # Pickled by the start's own pickler, which passes each descriptor once
+        # (the pool's markers and a Value may share one shared-memory arena).
+        return tuple, (list(self.payload),)
 
 
 class _Event(Protocol):

@@ -16,13 +16,14 @@ import functools
 import inspect
 import multiprocessing
 import multiprocessing.process
+import socket
+import threading
 from collections.abc import Callable, Mapping
 from multiprocessing import reduction
 from types import TracebackType
 from typing import Any
 
 import anyio
-import anyio.from_thread
 import anyio.lowlevel
 import sniffio
 from typing_extensions import Self
@@ -41,7 +42,8 @@ class Process:
     ``await start()``, ``await join(timeout=None)``, ``exitcode``, ``pid``,
     ``name``, ``is_alive()``, ``terminate()``, ``kill()``, ``close()``.
     ``async with Process(target=f) as p:`` starts on entry and joins on exit; an
-    exception or cancellation in the block terminates the child instead.
+    exception or cancellation in the block, or of that join, terminates the child
+    instead (SIGTERM, then SIGKILL after a second).
     ``context`` is a start-method name or a ``multiprocessing`` context (default:
     forkserver where available, else spawn).
     """
@@ -133,16 +135,19 @@ class Process:
     async def start(self) -> None:
         """Start the child without blocking the event loop.
 
-        A cancelled start leaves no child behind.
+        A start cancelled before it begins starts nothing; one cancelled while
+        the child is being started waits for the start to finish and then stops
+        the child, so no child is left behind either way.
         """
+        await anyio.lowlevel.checkpoint_if_cancelled()
         if self._started:
             raise RuntimeError("cannot start a process twice")
         self._started = True
         self._process._target = _child_main  # type: ignore[attr-defined]
         self._process._args = (_Target(self._target), self._args, self._kwargs, _loop_kind())  # type: ignore[attr-defined]
         self._process._kwargs = {}  # type: ignore[attr-defined]
-        done = anyio.Event()
         failure: list[BaseException] = []
+        signal_r, signal_w = socket.socketpair()
 
         def start() -> None:
             try:
@@ -150,16 +155,21 @@ class Process:
             except BaseException as error:
                 failure.append(error)
             finally:
-                anyio.from_thread.run_sync(done.set)
+                signal_w.close()  # EOF on signal_r: the start is over
 
+        # A thread of our own, started here, so that it certainly runs and signals.
+        threading.Thread(target=start, name="aiomp-process-start", daemon=True).start()
         try:
-            await anyio.to_thread.run_sync(start, abandon_on_cancel=False)
-            await anyio.lowlevel.checkpoint_if_cancelled()
-        except anyio.get_cancelled_exc_class():
-            await uncancellable(done.wait)  # a native asyncio cancel leaves the thread running
-            if not failure:
-                await uncancellable(self._stop)
-            raise
+            try:
+                await _fd.wait_readable(signal_r.fileno())
+            except anyio.get_cancelled_exc_class():
+                await uncancellable(functools.partial(_fd.wait_readable, signal_r.fileno()))
+                if not failure:
+                    self._exited = _fd.SharedWait(self._process.sentinel)
+                    await uncancellable(self._stop)
+                raise
+        finally:
+            _fd.close_socket(signal_r)
         if failure:
             raise failure[0]
         self._exited = _fd.SharedWait(self._process.sentinel)
@@ -194,9 +204,13 @@ class Process:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if exc_type is None:
-            await self.join()
-        else:
-            await uncancellable(self._stop)
+            try:
+                await self.join()
+                return
+            except BaseException:  # the join was cancelled: the child must not outlive the block
+                await uncancellable(self._stop)
+                raise
+        await uncancellable(self._stop)
 
 
 class _Target:

@@ -322,6 +322,7 @@ class Condition:
 
     def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
         """Block until ``predicate()`` is true or ``timeout``; return its last value."""
+        _check_predicate(predicate)
         check_timeout(timeout)
         deadline = None if timeout is None else _monotonic() + timeout
         result = predicate()
@@ -337,6 +338,7 @@ class Condition:
 
     async def await_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
         """Await until ``predicate()`` is true or ``timeout``; return its last value."""
+        _check_predicate(predicate)
         check_timeout(timeout)
         deadline = None if timeout is None else anyio.current_time() + timeout
         result = predicate()
@@ -365,6 +367,11 @@ class Condition:
 
     def __repr__(self) -> str:
         return f"<aiomp.Condition({self._lock!r}, waiting={self._sleepers.value})>"
+
+
+def _check_predicate(predicate: object) -> None:
+    if not callable(predicate):
+        raise TypeError(f"predicate must be callable, not {type(predicate).__name__}")
 
 
 def _monotonic() -> float:
