@@ -16,9 +16,13 @@ a cancelled ``arecv`` loses nothing: the next receive returns the message.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import itertools
+import mmap
 import os
+import pickle
 import socket
 import struct
 import weakref
@@ -40,6 +44,10 @@ _HEADER = struct.Struct("!Q")
 _IOV_MAX = 64
 _DONTWAIT = socket.MSG_DONTWAIT
 _DIRECT = 256 << 10  # bodies up to this size are read into a bytes object directly
+_SLICE = 1 << 20  # bytes moved per non-blocking call before the loop gets a turn
+_OOB = 1 << 63  # header flag: an object whose buffers follow its pickle, uncopied
+_COUNT = struct.Struct("!I")
+_SIZE = struct.Struct("!Q")
 
 
 class _Reader:
@@ -52,14 +60,15 @@ class _Reader:
     non-blocking, in which case it returns None as well.
     """
 
-    __slots__ = ("_body", "_filled", "_head", "limit", "sock")
+    __slots__ = ("_body", "_filled", "_head", "limit", "oob", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._head = b""
-        self._body: bytearray | None = None
+        self._body: Any = None  # a bytearray, or an mmap for big bodies
         self._filled = 0
         self.limit: int | None = None
+        self.oob = False  # whether the last message read is an object with out-of-band buffers
 
     @property
     def in_message(self) -> bool:
@@ -82,6 +91,8 @@ class _Reader:
                 continue
             (size,) = _HEADER.unpack(self._head)
             self._head = b""
+            self.oob = bool(size & _OOB)
+            size &= ~_OOB
             if self.limit is not None and size > self.limit:
                 raise OSError(errno.EMSGSIZE, f"message of {size} bytes is longer than maxlength={self.limit}")
             if size == 0:
@@ -89,15 +100,20 @@ class _Reader:
             first = self._recv(size, flags, body=True) if size <= _DIRECT else None
             if first is not None and len(first) == size:
                 return first  # the common case: one read, no copy
-            self._body = bytearray(size)
+            # Anonymous memory: the kernel zero-fills pages as they are written,
+            # where a bytearray would memset the whole body holding the GIL.
+            self._body = bytearray(size) if size <= _DIRECT else _BigBody.new(size)
             self._filled = 0
             if first:
                 self._body[: len(first)] = first
                 self._filled = len(first)
         view = memoryview(self._body)
+        budget = _SLICE
         while self._filled < len(view):
+            if not block and budget <= 0:
+                return None  # let the loop run other tasks between slices of a big message
             try:
-                n = self.sock.recv_into(view[self._filled :], 0, flags)
+                n = self.sock.recv_into(view[self._filled : self._filled + _SLICE], 0, flags)
             except BlockingIOError:
                 return None
             except ConnectionResetError:
@@ -105,8 +121,9 @@ class _Reader:
             if n == 0:
                 raise OSError(errno.EPIPE, "got end of file during message")
             self._filled += n
+            budget -= n
         body, self._body = self._body, None
-        return body
+        return body  # type: ignore[no-any-return]
 
     def _recv(self, n: int, flags: int, body: bool = False) -> bytes | None:
         try:
@@ -142,16 +159,34 @@ class _Writer:
         self._queued += 8 + len(view)
         return self._queued
 
+    def queue_parts(self, parts: list[memoryview], flag: int) -> int:
+        """Queue one message made of several parts (flag bits go in its header)."""
+        size = sum(len(part) for part in parts)
+        self._out.append(memoryview(_HEADER.pack(size | flag)))
+        self._out.extend(part for part in parts if part)
+        self._queued += 8 + size
+        return self._queued
+
     def flush(self, block: bool) -> bool:
-        """Write what the socket takes (without waiting unless ``block``); True once all is out."""
+        """Write what the socket takes (without waiting unless ``block``); True once all is out.
+
+        Without ``block`` it stops after about ``_SLICE`` bytes, so a big message
+        goes out in slices with the event loop running in between.
+        """
         out = self._out
         flags = 0 if block else _DONTWAIT
+        budget = _SLICE
         while out:
+            if not block and budget <= 0:
+                return False  # let the loop run other tasks between slices of a big message
             try:
-                n = self.sock.sendmsg(list(itertools.islice(out, _IOV_MAX)), (), flags)
+                n = self.sock.sendmsg(
+                    _first(out, _SLICE) if not block else list(itertools.islice(out, _IOV_MAX)), (), flags
+                )
             except BlockingIOError:
                 return False
             self.sent += n
+            budget -= n
             while n:
                 head = out[0]
                 if n >= len(head):
@@ -185,7 +220,7 @@ class Connection:
         self._writable = writable
         self._reader = _Reader(sock)
         self._writer = _Writer(sock)
-        self._unread: list[Any] = []  # a message whose arecv was cancelled while decoding it
+        self._unread: list[Any] = []  # (message, oob) whose arecv was cancelled while decoding it
         self._rwait = _fd.SharedWait(fd, blocking=True)
         self._wwait = _fd.SharedWait(fd, writable=True, blocking=True)
         self._closer = weakref.finalize(self, _fd.close_socket, sock)
@@ -245,14 +280,20 @@ class Connection:
     def send_bytes(self, buf: Buffer, offset: int = 0, size: int | None = None) -> None:
         """Send a bytes-like object as one message, blocking until it is written."""
         fd = self._check("write")
-        end = self._writer.queue(_slice(buf, offset, size))
+        end = self._writer.queue_parts([_slice(buf, offset, size)], 0)
         while not self._writer.flush(True) and self._writer.sent < end:
             _fd.block_until(fd, True, None)  # an event loop elsewhere made the socket non-blocking
 
     def send(self, obj: Any) -> None:
-        """Send a picklable object, blocking until it is written."""
-        self._check("write")
-        self.send_bytes(reduction.ForkingPickler.dumps(obj))
+        """Send a picklable object, blocking until it is written.
+
+        Buffers that support pickle protocol 5 (NumPy arrays, ``bytearray``,
+        ``pickle.PickleBuffer``) are written from where they lie, not copied.
+        """
+        fd = self._check("write")
+        end = self._writer.queue_parts(*_encode(obj))
+        while not self._writer.flush(True) and self._writer.sent < end:
+            _fd.block_until(fd, True, None)
 
     async def asend_bytes(self, buf: Buffer, offset: int = 0, size: int | None = None) -> None:
         """Send a bytes-like object as one message, without blocking the event loop.
@@ -260,27 +301,35 @@ class Connection:
         If cancelled after its first byte went out, the rest of the message is
         sent by the next send on this connection.
         """
+        await self._asend(([_slice(buf, offset, size)], 0))
+
+    async def _asend(self, message: tuple[list[memoryview], int]) -> None:
         self._check("write")
         await anyio.lowlevel.checkpoint()  # yield before anything is sent: a send loop never starves the loop
-        end = self._writer.queue(_slice(buf, offset, size))
+        end = self._writer.queue_parts(*message)
         while not self._writer.flush(False) and self._writer.sent < end:
             await self._wwait.wait()
             self._check("write")
 
     async def asend(self, obj: Any) -> None:
-        """Send a picklable object without blocking the event loop (big ones are pickled in a thread)."""
+        """Send a picklable object without blocking the event loop.
+
+        Buffers that support pickle protocol 5 are written from where they lie;
+        other objects that look large are pickled in a thread.
+        """
         self._check("write")
         if _serialize.likely_large(obj):
-            data = await anyio.to_thread.run_sync(reduction.ForkingPickler.dumps, obj)
+            parts = await anyio.to_thread.run_sync(_encode, obj)
         else:
-            data = reduction.ForkingPickler.dumps(obj)
-        await self.asend_bytes(data)
+            parts = _encode(obj)
+        await self._asend(parts)
 
     # -- receiving -----------------------------------------------------------------
 
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
         """Block until a message arrives and return it; ``EOFError`` at the end."""
-        return bytes(self._recv_blocking(maxlength, None))
+        data = self._recv_blocking(maxlength, None)
+        return data if isinstance(data, bytes) else _to_bytes(data)
 
     def recv_bytes_into(self, buf: Any, offset: int = 0) -> int:
         """Receive a message into ``buf`` at ``offset``; return its size.
@@ -299,7 +348,8 @@ class Connection:
 
     def recv(self) -> Any:
         """Block until an object arrives and return it; ``EOFError`` at the end."""
-        return reduction.ForkingPickler.loads(self._recv_blocking(None, None))
+        data = self._recv_blocking(None, None)
+        return _decode(data, self._reader.oob)
 
     def poll(self, timeout: float | None = 0.0) -> bool:
         """Whether a message (or the end of the stream) is ready, waiting up to ``timeout``.
@@ -315,7 +365,8 @@ class Connection:
     def _recv_blocking(self, maxlength: int | None, deadline: float | None) -> bytes | bytearray:
         fd = self._check("read")
         if self._unread:
-            return self._unread.pop()  # type: ignore[no-any-return]
+            data, self._reader.oob = self._unread.pop()
+            return data  # type: ignore[no-any-return]
         self._reader.limit = maxlength
         while True:
             message = self._reader.read(True)
@@ -328,7 +379,14 @@ class Connection:
 
         If cancelled, nothing is lost: the next receive returns the message.
         """
-        return bytes(await self._arecv(maxlength))
+        data = await self._arecv(maxlength)
+        if isinstance(data, bytes):
+            return data
+        try:  # a big body: copied, and its memory released, off the loop
+            return await anyio.to_thread.run_sync(_to_bytes, data)
+        except anyio.get_cancelled_exc_class():
+            self._unread.append((data, self._reader.oob))
+            raise
 
     async def arecv(self) -> Any:
         """Await an object; ``EOFError`` once the peer closed and it is drained.
@@ -336,19 +394,21 @@ class Connection:
         Big messages are unpickled in a thread. If cancelled, nothing is lost.
         """
         data = await self._arecv(None)
-        if len(data) < _serialize.LARGE:
-            return reduction.ForkingPickler.loads(data)
+        oob = self._reader.oob
+        if len(data) < _serialize.LARGE or oob:  # out-of-band buffers are not copied
+            return _decode(data, oob)
         try:
-            return await anyio.to_thread.run_sync(reduction.ForkingPickler.loads, data)
+            return await anyio.to_thread.run_sync(_decode, data, oob)
         except anyio.get_cancelled_exc_class():
-            self._unread.append(data)
+            self._unread.append((data, oob))
             raise
 
     async def _arecv(self, maxlength: int | None) -> bytes | bytearray:
         self._check("read")
         await anyio.lowlevel.checkpoint()  # yield before anything is taken: a receive loop never starves the loop
         if self._unread:
-            return self._unread.pop()  # type: ignore[no-any-return]
+            data, self._reader.oob = self._unread.pop()
+            return data  # type: ignore[no-any-return]
         reader = self._reader
         reader.limit = maxlength
         while True:
@@ -366,6 +426,92 @@ class Connection:
             return await self.arecv()
         except EOFError:
             raise StopAsyncIteration from None
+
+
+def _first(out: deque[memoryview], limit: int) -> list[memoryview]:
+    """The leading views of ``out``, cut to at most ``limit`` bytes in all."""
+    views = []
+    for view in itertools.islice(out, _IOV_MAX):
+        if len(view) >= limit:
+            views.append(view[:limit])
+            break
+        views.append(view)
+        limit -= len(view)
+    return views
+
+
+def _encode(obj: Any) -> tuple[list[memoryview], int]:
+    """A message for ``obj``: its pickle, or its pickle and its out-of-band buffers."""
+    buffers: list[pickle.PickleBuffer] = []
+    out = io.BytesIO()
+    reduction.ForkingPickler(out, 5, True, buffers.append).dump(obj)  # positional: 3.11 takes no keywords
+    envelope = out.getbuffer()
+    if not buffers:
+        return [envelope], 0
+    views = [buffer.raw() for buffer in buffers]
+    meta = _COUNT.pack(len(views)) + b"".join(_SIZE.pack(len(view)) for view in views)
+    return [memoryview(meta), memoryview(_SIZE.pack(len(envelope))), envelope, *views], _OOB
+
+
+def _decode(data: Any, oob: bool) -> Any:
+    if not oob:
+        return reduction.ForkingPickler.loads(data)
+    if isinstance(data, bytes):
+        data = bytearray(data)  # arrays rebuilt on its memory must be writable, as after a copy
+    view = memoryview(data)
+    (count,) = _COUNT.unpack_from(view)
+    sizes = [_SIZE.unpack_from(view, 4 + 8 * i)[0] for i in range(count)]
+    at = 4 + 8 * count
+    (envelope_size,) = _SIZE.unpack_from(view, at)
+    at += 8
+    envelope = view[at : at + envelope_size]
+    at += envelope_size
+    buffers = []
+    for size in sizes:
+        buffers.append(view[at : at + size])
+        at += size
+    return pickle.loads(envelope, buffers=buffers)
+
+
+class _BigBody(mmap.mmap):
+    """A big message's memory: pages the kernel zero-fills as they are written.
+
+    Backed by a memfd where there is one, so that ``to_bytes`` can have the
+    kernel copy it into a new ``bytes`` object (``pread``) without the GIL; a
+    copy made by Python would hold the GIL, and stall the event loop, for tens of
+    milliseconds at 64 MiB.
+    """
+
+    memfd = -1
+
+    @classmethod
+    def new(cls, size: int) -> _BigBody:
+        if not hasattr(os, "memfd_create"):  # pragma: no cover - non-Linux
+            return cls(-1, size)
+        fd = os.memfd_create("aiomp-message", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            body = cls(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        body.memfd = fd
+        weakref.finalize(body, _close_quietly, fd)
+        return body
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def _to_bytes(data: Any) -> bytes:
+    """``bytes(data)``, made off the loop and, for a big body, without the GIL."""
+    if not isinstance(data, _BigBody):
+        return bytes(data)
+    out = bytes(data) if data.memfd < 0 else os.pread(data.memfd, len(data), 0)
+    data.close()
+    return out
 
 
 def _slice(buf: Buffer, offset: int, size: int | None) -> memoryview:
