@@ -7,6 +7,7 @@ multiprocessing's own long-lived helpers) and no file descriptor stayed open.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import sys
@@ -97,6 +98,12 @@ def no_leaks() -> Iterator[None]:
             psutil.Process(pid).kill()
     assert not leaked_children, f"child processes left running: {leaked_children}"
     after = _fds()
+    if any(before_fds.get(fd) != target for fd, target in after.items()):
+        # A cancelled wait leaves a cycle (exception, traceback, frames) that keeps the
+        # primitive it waited on, and so its descriptors, alive until the collector
+        # runs. A full collection costs ~30 ms: only when it may help.
+        gc.collect()
+        after = _fds()
     leaked = {fd: target for fd, target in after.items() if before_fds.get(fd) != target}
     # The shared heap may grow a new arena (a memory file) for start markers.
     leaked = {fd: t for fd, t in leaked.items() if "pym-" not in t}

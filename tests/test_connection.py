@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import random
 import threading
@@ -17,17 +16,6 @@ import aiomp
 from . import _prims
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def _collect_cycles() -> Iterator[None]:
-    """A cancelled wait leaves a reference cycle (exception, traceback, frames) that keeps
-    the primitive it waited on, and so its descriptors, alive until the collector runs;
-    collect before the leak check looks."""
-    before = _prims.open_fds()
-    yield
-    if _prims.open_fds() - before:  # a full collection costs ~30 ms: only when it may help
-        gc.collect()
 
 
 MiB = 1024 * 1024

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import gc
 import math
 import multiprocessing
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +20,6 @@ import aiomp
 from . import _prims
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def _collect_cycles() -> Iterator[None]:
-    """A cancelled wait leaves a reference cycle (exception, traceback, frames) that keeps
-    the primitive it waited on, and so its descriptors, alive until the collector runs;
-    collect before the leak check looks."""
-    before = _prims.open_fds()
-    yield
-    if _prims.open_fds() - before:  # a full collection costs ~30 ms: only when it may help
-        gc.collect()
 
 
 async def test_start_join_exitcode(start_method: str) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import gc
-from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -14,17 +12,6 @@ import aiomp
 from . import _prims
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def _collect_cycles() -> Iterator[None]:
-    """A cancelled wait leaves a reference cycle (exception, traceback, frames) that keeps
-    the primitive it waited on, and so its descriptors, alive until the collector runs;
-    collect before the leak check looks."""
-    before = _prims.open_fds()
-    yield
-    if _prims.open_fds() - before:  # a full collection costs ~30 ms: only when it may help
-        gc.collect()
 
 
 def test_value_basics() -> None:
