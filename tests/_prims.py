@@ -8,7 +8,6 @@ test fail instead of hang.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -413,15 +412,6 @@ def use_everything(things: dict[str, Any], out: Any) -> None:
 
 
 # ---------------------------------------------------------------- parent-side helpers
-
-
-def open_fds() -> set[tuple[int, str]]:
-    """This process's open descriptors and what they point at."""
-    found = set()
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            found.add((int(name), os.readlink(f"/proc/self/fd/{name}")))
-    return found
 
 
 async def while_ticking(func: Any, *args: Any, period: float = 0.001) -> tuple[Any, float, int]:
