@@ -99,7 +99,8 @@ def _top_level_of_main_script(func: Callable[..., Any]) -> bool:
     True for a function defined at the top level of a script file, so it goes by
     reference and shares the module's globals with its neighbours (a pool
     initializer setting a global that the task function reads). Functions defined
-    under the ``__main__`` guard, in ``python -c`` or interactively, go by value.
+    under the ``__main__`` guard, in ``python -c``, interactively, or in a package's
+    ``__main__`` run with ``python -m`` go by value.
     """
     main = sys.modules.get("__main__")
     code = getattr(func, "__code__", None)
@@ -108,6 +109,9 @@ def _top_level_of_main_script(func: Callable[..., Any]) -> bool:
         return False
     if getattr(main, "__file__", None) != code.co_filename or getattr(main, name, None) is not func:
         return False
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and (spec.name == "__main__" or spec.name.endswith(".__main__")):
+        return False  # python -m package: multiprocessing does not re-import a package's __main__
     line = linecache.getline(code.co_filename, code.co_firstlineno)
     return line.startswith(("def ", "async def ", "@"))
 

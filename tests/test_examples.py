@@ -29,3 +29,19 @@ def test_primitives_example(loop: str) -> None:
     ]
     assert "total 800 hits per slot 600" in out
     assert "event set after" in out
+
+
+@pytest.mark.parametrize("context", ["spawn", "forkserver"])
+def test_demo_runs(context: str) -> None:
+    """``python -m aiomp``, the Quickstart's first command: its functions live in a
+    package's ``__main__``, which workers cannot import, so they travel by value."""
+    out = subprocess.run(
+        [sys.executable, "-m", "aiomp", "--processes", "2", "--context", context],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    assert "await pool.map(crunch, work)" in out
+    assert "speedup over serial" in out
