@@ -165,7 +165,7 @@ def block_until(fd: int, writable: bool, deadline: float | None) -> bool:
         else:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return False
+                return bool(poller.poll(0))  # a deadline already reached still looks once
             wait_ms = max(1, int(remaining * 1000 + 0.999))
         if poller.poll(wait_ms):
             return True

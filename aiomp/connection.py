@@ -25,6 +25,7 @@ import os
 import pickle
 import socket
 import struct
+import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -167,6 +168,21 @@ class _Writer:
         self._queued += 8 + size
         return self._queued
 
+    @property
+    def queued(self) -> int:
+        """Bytes ever queued."""
+        return self._queued
+
+    def withdraw(self, start: int, end: int) -> None:
+        """Take back the message queued between ``start`` and ``end`` if none of it is sent
+        and nothing was queued after it."""
+        if self.sent > start or self._queued != end:
+            return
+        size = end - start
+        while size:
+            size -= len(self._out.pop())
+        self._queued = start
+
     def flush(self, block: bool) -> bool:
         """Write what the socket takes (without waiting unless ``block``); True once all is out.
 
@@ -298,18 +314,25 @@ class Connection:
     async def asend_bytes(self, buf: Buffer, offset: int = 0, size: int | None = None) -> None:
         """Send a bytes-like object as one message, without blocking the event loop.
 
-        If cancelled after its first byte went out, the rest of the message is
-        sent by the next send on this connection.
+        If cancelled before its first byte went out, nothing is sent (unless a
+        later message of another task is already queued behind it); if after,
+        the rest of the message is sent by the next send on this connection.
         """
         await self._asend(([_slice(buf, offset, size)], 0))
 
     async def _asend(self, message: tuple[list[memoryview], int]) -> None:
         self._check("write")
         await anyio.lowlevel.checkpoint()  # yield before anything is sent: a send loop never starves the loop
-        end = self._writer.queue_parts(*message)
-        while not self._writer.flush(False) and self._writer.sent < end:
-            await self._wwait.wait()
-            self._check("write")
+        writer = self._writer
+        start = writer.queued
+        end = writer.queue_parts(*message)
+        try:
+            while not writer.flush(False) and writer.sent < end:
+                await self._wwait.wait()
+                self._check("write")
+        except BaseException:
+            writer.withdraw(start, end)  # unsent and last in line: it never goes out
+            raise
 
     async def asend(self, obj: Any) -> None:
         """Send a picklable object without blocking the event loop.
@@ -382,11 +405,14 @@ class Connection:
         data = await self._arecv(maxlength)
         if isinstance(data, bytes):
             return data
+        oob = self._reader.oob
         try:  # a big body: copied, and its memory released, off the loop
-            return await anyio.to_thread.run_sync(_to_bytes, data)
+            out = await anyio.to_thread.run_sync(_to_bytes, data)
         except anyio.get_cancelled_exc_class():
-            self._unread.append((data, self._reader.oob))
+            self._unread.append((data, oob))
             raise
+        _release(data)
+        return out
 
     async def arecv(self) -> Any:
         """Await an object; ``EOFError`` once the peer closed and it is drained.
@@ -506,12 +532,19 @@ def _close_quietly(fd: int) -> None:
 
 
 def _to_bytes(data: Any) -> bytes:
-    """``bytes(data)``, made off the loop and, for a big body, without the GIL."""
+    """``bytes(data)``, made off the loop and, for a big body, without the GIL.
+
+    Leaves ``data`` open: a cancelled receive gives it to the next one.
+    """
     if not isinstance(data, _BigBody):
         return bytes(data)
-    out = bytes(data) if data.memfd < 0 else os.pread(data.memfd, len(data), 0)
-    data.close()
-    return out
+    return bytes(data) if data.memfd < 0 else os.pread(data.memfd, len(data), 0)
+
+
+def _release(data: Any) -> None:
+    """Unmap a big body in a thread: unmapping 64 MiB on the loop would stall it."""
+    if isinstance(data, _BigBody):
+        threading.Thread(target=data.close, name="aiomp-unmap", daemon=True).start()
 
 
 def _slice(buf: Buffer, offset: int, size: int | None) -> memoryview:

@@ -32,6 +32,7 @@ import contextlib
 import queue
 import socket
 import threading
+import time
 import weakref
 from collections import deque
 from multiprocessing import context, reduction, sharedctypes, util
@@ -52,27 +53,34 @@ __all__ = ["JoinableQueue", "Queue", "SimpleQueue"]
 _SHUTDOWN = b""  # the end marker: an item's pickle is never empty
 _BATCH = 256  # messages the feeder writes per turn of the writer lock
 _SEM_MAX = 2**31 - 1  # an unbounded queue's count of free places
+_RECHECK = 0.05  # holding the end marker: how often to look whether late puts are still coming
 
 
 class _Feeder:
     """Writes this process's messages to a queue's pipe, in order, never blocking ``put``."""
 
-    def __init__(self, sock: socket.socket, wlock: Any) -> None:
+    def __init__(self, sock: socket.socket, wlock: Any, unwritten: Any) -> None:
         self._sock = sock
         self._fd = sock.fileno()
         self._wlock = wlock  # a SemLock shared by every writing process
+        self._unwritten = unwritten  # a SemLock counting accepted puts not yet in the pipe
         self._cond = threading.Condition(threading.Lock())
         self._pending: deque[Any] = deque()
         self._head: _Writer | None = None  # a message the fast path began, writer lock held
+        self._head_counted = 0
         self._busy = False
         self._thread: threading.Thread | None = None
         self._closed = False
         self.join_at_exit = True
 
-    def put(self, payload: Any) -> None:
+    def put(self, payload: Any, counted: bool = True) -> None:
+        """Write ``payload`` as one message, now or from the thread; ``counted``
+        items are in the shared count of unwritten puts until they are written."""
         with self._cond:
             if self._closed:
                 raise ValueError("the queue is closed in this process")
+            if counted:
+                self._unwritten.release()
             if not (self._pending or self._busy or self._head) and self._wlock.acquire(False):
                 writer = _Writer(self._sock)
                 writer.queue(payload)
@@ -83,10 +91,13 @@ class _Feeder:
                     raise
                 if done:
                     self._wlock.release()
+                    if counted:
+                        self._unwritten.acquire(False)
                     return
                 self._head = writer  # the pipe is full: the thread finishes it
+                self._head_counted = int(counted)
             else:
-                self._pending.append(payload)
+                self._pending.append((payload, counted))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="aiomp-queue-feeder", daemon=True)
                 self._thread.start()
@@ -105,11 +116,15 @@ class _Feeder:
                 writer, self._head = self._head, None
                 if writer is None:
                     writer = _Writer(sock)
+                    counted = 0
                     for _ in range(min(len(self._pending), _BATCH)):
-                        writer.queue(self._pending.popleft())
+                        payload, one = self._pending.popleft()
+                        writer.queue(payload)
+                        counted += one
                     locked = False
                 else:
                     locked = True
+                    counted = self._head_counted
                 self._busy = True
             try:
                 if not locked:
@@ -119,6 +134,8 @@ class _Feeder:
                         _fd.block_until(fd, True, None)  # an event loop made it non-blocking
                 finally:
                     wlock.release()
+                for _ in range(counted):
+                    self._unwritten.acquire(False)
             except OSError:  # pragma: no cover - the pipe went away under us
                 pass
             finally:
@@ -158,13 +175,13 @@ class _Queue:
         r, w = socket.socketpair()
         w.shutdown(socket.SHUT_RD)
         sem = None if maxsize is None else Semaphore(maxsize or _SEM_MAX)
-        state = (maxsize, r, w, Lock(), _CTX.Lock(), sem, sharedctypes.RawValue("i", 0))
+        state = (maxsize, r, w, Lock(), _CTX.Lock(), sem, sharedctypes.RawValue("i", 0), _CTX.Semaphore(0))
         self._setup(state)
 
     def __getstate__(self) -> tuple[Any, ...]:
         context.assert_spawning(self)
-        maxsize, r, w, rlock, wlock, sem, flag = self._state
-        return (maxsize, reduction.DupFd(r.fileno()), reduction.DupFd(w.fileno()), rlock, wlock, sem, flag)
+        maxsize, r, w, *rest = self._state
+        return (maxsize, reduction.DupFd(r.fileno()), reduction.DupFd(w.fileno()), *rest)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         maxsize, r, w, *rest = state
@@ -172,7 +189,8 @@ class _Queue:
 
     def _setup(self, state: tuple[Any, ...]) -> None:
         self._state = state
-        maxsize, r, _, self._rlock, _, self._sem, self._flag = state
+        maxsize, r, _, self._rlock, _, self._sem, self._flag, unwritten = state
+        self._unwritten = unwritten._semlock
         self._maxsize = maxsize or 0
         self._rfd = r.fileno()
         self._reader = _Reader(r)
@@ -184,8 +202,8 @@ class _Queue:
 
     def _new_feeder(self) -> None:
         """This process's feeder (a forked child starts its own: threads do not fork)."""
-        _, _, w, _, wlock, _, _ = self._state
-        self._feeder = feeder = _Feeder(w, wlock._semlock)
+        _, _, w, _, wlock, _, _, unwritten = self._state
+        self._feeder = feeder = _Feeder(w, wlock._semlock, unwritten._semlock)
         util.Finalize(self, feeder.at_end, exitpriority=-5)
 
     # -- state ---------------------------------------------------------------------
@@ -224,7 +242,7 @@ class _Queue:
         if self._flag.value:
             return
         self._flag.value = 1
-        self._feeder.put(_SHUTDOWN)
+        self._feeder.put(_SHUTDOWN, counted=False)
         self._free_place()  # a put waiting for room wakes, sees the flag, passes it on
 
     # -- putting -------------------------------------------------------------------
@@ -294,16 +312,7 @@ class _Queue:
         if not self._rlock.acquire(block, timeout):
             raise queue.Empty
         try:
-            reader = self._reader
-            if block and timeout is None:
-                while (data := reader.read(True)) is None:
-                    _fd.block_until(self._rfd, False, None)  # an event loop made it non-blocking
-            else:
-                while (data := reader.read(False)) is None:
-                    if reader.in_message:
-                        _fd.block_until(self._rfd, False, None)  # finish what has begun
-                    elif not _fd.block_until(self._rfd, False, deadline):
-                        raise queue.Empty
+            data = self._take(block, deadline)
         finally:
             self._rlock.release()
         return self._decode(data)
@@ -319,33 +328,125 @@ class _Queue:
         deadline = None if timeout is None else anyio.current_time() + timeout
         if not await self._rlock.aacquire(timeout):  # yields first: a get loop never starves the loop
             raise queue.Empty
-        handed_over = False
+        handed_over: list[bool] = []
         try:
-            reader = self._reader
-            while (data := reader.read(False)) is None:
-                if reader.in_message:
-                    try:
-                        await self._rwait.wait()
-                    except BaseException:
-                        self._rescue()
-                        handed_over = True
-                        raise
-                    continue
-                remaining = None if deadline is None else deadline - anyio.current_time()
-                if remaining is not None and remaining <= 0:
-                    raise queue.Empty
-                with anyio.move_on_after(remaining):
-                    await self._rwait.wait()
+            data = await self._atake(deadline, handed_over)
         finally:
             if not handed_over:
                 self._rlock.release()
         if len(data) < _serialize.LARGE:
             return self._decode(data)
+        self._check_marker(data)
         try:
-            return await anyio.to_thread.run_sync(self._decode, data)
+            obj = await anyio.to_thread.run_sync(reduction.ForkingPickler.loads, data)
         except anyio.get_cancelled_exc_class():
-            self._feeder.put(data)  # back at the end of the queue, still counted
+            self._feeder.put(data)  # back at the end of the queue, its place still taken
             raise
+        except BaseException:
+            self._free_place()
+            raise
+        self._free_place()
+        return obj
+
+    def _unwritten_left(self) -> bool:
+        return bool(self._unwritten._get_value())
+
+    def _take(self, block: bool, deadline: float | None) -> Any:
+        """The next message, with the reader lock held; ``queue.Empty`` at the deadline.
+
+        The end marker is held back while puts accepted before the shutdown are
+        still on their way to the pipe (in some process's feeder): the next item
+        is returned instead, and the marker put back behind it.
+        """
+        held = False
+        while True:
+            until = deadline
+            if held:
+                recheck = time.monotonic() + _RECHECK
+                until = recheck if deadline is None else min(deadline, recheck)
+            try:
+                data = self._read_blocking(block or held, until)
+            except BaseException:
+                if held:
+                    self._feeder.put(_SHUTDOWN, counted=False)
+                raise
+            if data is None:
+                if held:
+                    if not self._unwritten_left():
+                        return _SHUTDOWN  # drained: the caller passes the marker on
+                    if deadline is None or time.monotonic() < deadline:
+                        continue
+                    self._feeder.put(_SHUTDOWN, counted=False)
+                raise queue.Empty
+            if len(data) == 0 and self._unwritten_left():
+                if not block:
+                    self._feeder.put(_SHUTDOWN, counted=False)
+                    raise queue.Empty
+                held = True
+                continue
+            if held and len(data):
+                self._feeder.put(_SHUTDOWN, counted=False)  # behind the item
+            return data
+
+    def _read_blocking(self, forever: bool, until: float | None) -> Any:
+        reader, fd = self._reader, self._rfd
+        if forever and until is None:
+            while (data := reader.read(True)) is None:
+                _fd.block_until(fd, False, None)  # an event loop made it non-blocking
+            return data
+        while (data := reader.read(False)) is None:
+            if reader.in_message:
+                _fd.block_until(fd, False, None)  # finish what has begun
+            elif not _fd.block_until(fd, False, until):
+                return None
+        return data
+
+    async def _atake(self, deadline: float | None, handed_over: list[bool]) -> Any:
+        """``_take`` for ``aget``: same rules, awaited (deadline in ``anyio.current_time()``)."""
+        held = False
+        while True:
+            until = deadline
+            if held:
+                recheck = anyio.current_time() + _RECHECK
+                until = recheck if deadline is None else min(deadline, recheck)
+            try:
+                data = await self._aread(until, handed_over)
+            except BaseException:
+                if held:
+                    self._feeder.put(_SHUTDOWN, counted=False)  # a cancelled holder passes it on
+                raise
+            if data is None:
+                if held:
+                    if not self._unwritten_left():
+                        return _SHUTDOWN
+                    if deadline is None or anyio.current_time() < deadline:
+                        continue
+                    self._feeder.put(_SHUTDOWN, counted=False)
+                raise queue.Empty
+            if len(data) == 0 and self._unwritten_left():
+                held = True
+                continue
+            if held and len(data):
+                self._feeder.put(_SHUTDOWN, counted=False)
+            return data
+
+    async def _aread(self, until: float | None, handed_over: list[bool]) -> Any:
+        reader = self._reader
+        while (data := reader.read(False)) is None:
+            if reader.in_message:
+                try:
+                    await self._rwait.wait()
+                except BaseException:
+                    self._rescue()  # finishes the message; its thread releases the reader lock
+                    handed_over.append(True)
+                    raise
+                continue
+            remaining = None if until is None else until - anyio.current_time()
+            if remaining is not None and remaining <= 0:
+                return None
+            with anyio.move_on_after(remaining):
+                await self._rwait.wait()
+        return data
 
     def _rescue(self) -> None:
         """Finish a message whose ``aget`` was cancelled, and put it back, in a thread."""
@@ -361,11 +462,14 @@ class _Queue:
 
         threading.Thread(target=finish, name="aiomp-queue-rescue", daemon=True).start()
 
-    def _decode(self, data: bytes | bytearray) -> Any:
-        if data == _SHUTDOWN:
+    def _check_marker(self, data: Any) -> None:
+        if len(data) == 0:  # the end marker
             if not self._closed:
-                self._feeder.put(_SHUTDOWN)  # for the next consumer
+                self._feeder.put(_SHUTDOWN, counted=False)  # for the next consumer
             raise QueueShutDown
+
+    def _decode(self, data: Any) -> Any:
+        self._check_marker(data)
         try:
             return reduction.ForkingPickler.loads(data)
         finally:
@@ -379,7 +483,7 @@ class _Queue:
     def empty(self) -> bool:
         """True if no item is waiting in the pipe (a snapshot, as in the standard library)."""
         self._check_open()
-        return not (self._reader.in_message or _fd.block_until(self._rfd, False, 0))
+        return not (self._reader.in_message or _fd.block_until(self._rfd, False, _fd.deadline_after(0)))
 
     def __aiter__(self) -> Self:
         return self

@@ -315,9 +315,11 @@ class Condition:
         try:
             woken = await self._wakeups.aacquire(timeout)
         finally:
-            await uncancellable(functools.partial(self._lock._aacquire_restore, state))
-            if not woken:
-                woken = self._leave()
+            try:
+                await uncancellable(functools.partial(self._lock._aacquire_restore, state))
+            finally:  # also when a second cancellation arrived meanwhile
+                if not woken:
+                    woken = self._leave()
         return woken
 
     def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
