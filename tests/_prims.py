@@ -466,3 +466,10 @@ async def cancel_asyncio_task(coro: Any, delay: float = 0.05) -> None:
         raise AssertionError("Task.cancel() did not cancel the awaitable")
     assert time.monotonic() - started < 2
     assert task.cancelled()
+
+
+def put_many_then_signal(q: Any, n: int, done: Any) -> None:
+    """Puts that return at once (their bytes may still sit in this process's feeder)."""
+    for i in range(n):
+        q.put((i, b"x" * 20_000))
+    done.set()

@@ -1,0 +1,101 @@
+"""Defects found in review of the primitives, each pinned by the test that shows it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+import aiomp
+
+from . import _prims
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_poll_and_empty_see_what_is_waiting(anyio_backend: Any) -> None:
+    a, b = aiomp.Pipe()
+    q, sq = aiomp.Queue(), aiomp.SimpleQueue()
+    try:
+        assert not a.poll()
+        b.send("x")
+        assert a.poll() and a.poll(0.0)
+        assert a.recv() == "x"
+        assert q.empty() and sq.empty()
+        await q.aput(1)
+        await sq.aput(1)
+        with anyio.fail_after(5):
+            while q.empty():  # the put may still be on its way into the socket
+                await anyio.sleep(0.001)
+        assert not sq.empty()
+        assert q.get_nowait() == 1 and await sq.aget(timeout=5) == 1
+    finally:
+        for closeable in (a, b, q, sq):
+            closeable.close()
+
+
+async def test_shutdown_waits_for_puts_still_in_another_process(anyio_backend: Any) -> None:
+    """Items whose put() returned before shutdown() all come out before the end."""
+    n = 500
+    q, done = aiomp.Queue(), aiomp.Event()
+    with anyio.fail_after(60):
+        async with aiomp.Process(target=_prims.put_many_then_signal, args=(q, n, done)):
+            assert await done.await_(timeout=30)
+            q.shutdown()
+            got = [item[0] async for item in q]
+    assert got == list(range(n))
+    q.close()
+
+
+async def test_cancelled_unsent_asend_is_withdrawn(anyio_backend: Any) -> None:
+    a, b = aiomp.Pipe()
+    with anyio.move_on_after(0.2):  # fill the socket: nobody reads yet
+        await a.asend_bytes(b"F" * (16 << 20))
+    with anyio.move_on_after(0.1) as scope:
+        await a.asend("A")  # queued behind the filler, not a byte of it sent
+    assert scope.cancelled_caught
+    received: list[Any] = []
+
+    async def receive() -> None:
+        await b.arecv_bytes()  # the rest of the filler
+        while (message := await b.arecv()) != "END":
+            received.append(message)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(receive)
+            await a.asend("A")  # the retry
+            await a.asend("END")
+    assert received == ["A"]
+    a.close()
+    b.close()
+
+
+async def test_condition_bookkeeping_survives_a_second_cancellation(anyio_backend: Any) -> None:
+    if anyio_backend[0] != "asyncio":
+        pytest.skip("a second cancellation while shielded is asyncio's Task.cancel")
+    import asyncio
+
+    cond = aiomp.Condition(aiomp.Lock())
+    cond.acquire()  # held by the loop thread, so the waiter cannot take it back at once
+
+    async def waiter() -> None:
+        async with cond:
+            await cond.await_()
+
+    task = asyncio.ensure_future(waiter())
+    await asyncio.sleep(0.05)
+    cond.release()
+    await asyncio.sleep(0.05)  # the waiter sleeps in await_
+    cond.acquire()
+    task.cancel()
+    await asyncio.sleep(0.05)  # cancelled: now retaking the lock, which we hold
+    task.cancel()  # a second cancellation while it does
+    await asyncio.sleep(0.05)
+    cond.release()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    async with cond:
+        cond.notify_all()  # nobody waits: must leave no wake-up behind
+        assert not await cond.await_(timeout=0.2)
