@@ -6,13 +6,15 @@ value out of range, naming the parameter, before anything has changed state.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import multiprocessing
 import multiprocessing.context
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["check_args", "check_kwds", "check_timeout", "context", "non_negative_int", "positive_int"]
+__all__ = ["check_args", "check_kwds", "check_timeout", "context", "is_async", "non_negative_int", "positive_int"]
 
 
 def check_timeout(timeout: float | None, name: str = "timeout") -> None:
@@ -67,3 +69,25 @@ def context(value: object) -> multiprocessing.context.BaseContext:
             raise ValueError(f"context must be one of {methods} or None, not {value!r}")
         return multiprocessing.get_context(value)
     raise TypeError(f"context must be a start method name or None, not {type(value).__name__}")
+
+
+_ASYNC_CACHE: dict[Callable[..., Any], bool] = {}
+
+
+def is_async(func: Callable[..., Any]) -> bool:
+    """Whether calling ``func`` makes a coroutine (remembered: inspect is slow)."""
+    try:
+        return _ASYNC_CACHE[func]
+    except (KeyError, TypeError):
+        pass
+    target = func
+    while isinstance(target, functools.partial):
+        target = target.func
+    answer = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(type(target).__call__)
+    try:
+        if len(_ASYNC_CACHE) >= 256:
+            _ASYNC_CACHE.clear()
+        _ASYNC_CACHE[func] = answer
+    except TypeError:  # unhashable
+        pass
+    return answer

@@ -153,12 +153,7 @@ class _Writer:
 
     def queue(self, payload: Buffer) -> int:
         """Queue one message; return the byte count at which it has been sent."""
-        view = memoryview(payload).cast("B")
-        self._out.append(memoryview(_HEADER.pack(len(view))))
-        if view:
-            self._out.append(view)
-        self._queued += 8 + len(view)
-        return self._queued
+        return self.queue_parts([memoryview(payload).cast("B")], 0)
 
     def queue_parts(self, parts: list[memoryview], flag: int) -> int:
         """Queue one message made of several parts (flag bits go in its header)."""
@@ -295,10 +290,7 @@ class Connection:
 
     def send_bytes(self, buf: Buffer, offset: int = 0, size: int | None = None) -> None:
         """Send a bytes-like object as one message, blocking until it is written."""
-        fd = self._check("write")
-        end = self._writer.queue_parts([_slice(buf, offset, size)], 0)
-        while not self._writer.flush(True) and self._writer.sent < end:
-            _fd.block_until(fd, True, None)  # an event loop elsewhere made the socket non-blocking
+        self._send(([_slice(buf, offset, size)], 0))
 
     def send(self, obj: Any) -> None:
         """Send a picklable object, blocking until it is written.
@@ -306,10 +298,14 @@ class Connection:
         Buffers that support pickle protocol 5 (NumPy arrays, ``bytearray``,
         ``pickle.PickleBuffer``) are written from where they lie, not copied.
         """
+        self._check("write")
+        self._send(_encode(obj))
+
+    def _send(self, message: tuple[list[memoryview], int]) -> None:
         fd = self._check("write")
-        end = self._writer.queue_parts(*_encode(obj))
+        end = self._writer.queue_parts(*message)
         while not self._writer.flush(True) and self._writer.sent < end:
-            _fd.block_until(fd, True, None)
+            _fd.block_until(fd, True, None)  # an event loop elsewhere made the socket non-blocking
 
     async def asend_bytes(self, buf: Buffer, offset: int = 0, size: int | None = None) -> None:
         """Send a bytes-like object as one message, without blocking the event loop.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import inspect
 import itertools
 import logging
 import math
@@ -35,6 +34,7 @@ from ._checks import check_args as _check_args
 from ._checks import check_kwds as _check_kwds
 from ._checks import check_timeout as _check_timeout
 from ._checks import context as _context
+from ._checks import is_async as _is_async
 from ._checks import positive_int as _positive_int
 from ._exceptions import BrokenPoolError, PoolClosedError
 from .backends import Backend, PoolStatistics, Task
@@ -914,28 +914,6 @@ def _event_class() -> Callable[[], _Event]:
 
         return trio.Event
     return anyio.Event
-
-
-_async_cache: dict[Callable[..., Any], bool] = {}
-
-
-def _is_async(func: Callable[..., Any]) -> bool:
-    """Whether calling ``func`` makes a coroutine (remembered: inspect is slow)."""
-    try:
-        return _async_cache[func]
-    except (KeyError, TypeError):
-        pass
-    target = func
-    while isinstance(target, functools.partial):
-        target = target.func
-    answer = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(type(target).__call__)
-    try:
-        if len(_async_cache) >= 256:
-            _async_cache.clear()
-        _async_cache[func] = answer
-    except TypeError:  # unhashable
-        pass
-    return answer
 
 
 for _cls in (AsyncResult, IMapIterator, Pool):

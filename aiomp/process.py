@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import multiprocessing
 import multiprocessing.process
 import socket
@@ -247,19 +246,13 @@ def _loop_kind() -> tuple[str, dict[str, Any]]:
     return library, {}
 
 
-def _is_async(func: Callable[..., Any]) -> bool:
-    while isinstance(func, functools.partial):
-        func = func.func
-    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
-
-
 def _child_main(
     target: _Target, args: tuple[Any, ...], kwargs: dict[str, Any], loop: tuple[str, dict[str, Any]]
 ) -> None:
     func = target.func
     if func is None:
         return
-    if not _is_async(func):
+    if not _checks.is_async(func):
         func(*args, **kwargs)
         return
     backend, options = loop
