@@ -40,6 +40,8 @@ __all__ = [
     "SimpleQueue",
     "Value",
     "WorkerDiedError",
+    "get_logger",
+    "log_to_stderr",
 ]
 
 __version__ = "0.1.0"
@@ -72,6 +74,8 @@ _HOMES = {
     "SimpleQueue": "queues",
     "Value": "sharedctypes",
     "WorkerDiedError": "_exceptions",
+    "get_logger": "util",
+    "log_to_stderr": "util",
 }
 
 if TYPE_CHECKING:
@@ -90,6 +94,7 @@ if TYPE_CHECKING:
     from .queues import JoinableQueue, Queue, SimpleQueue
     from .sharedctypes import Array, Value
     from .synchronize import Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore
+    from .util import get_logger, log_to_stderr
 
 
 def __getattr__(name: str) -> Any:

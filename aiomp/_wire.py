@@ -20,6 +20,7 @@ Messages, parent to worker (the envelope's first item says which)::
     (TASKS, [(index, func_bytes, payload, nbuffers, mode, is_async), ...])
     (CANCEL, [index, ...])        drop these if not started; cancel if async
     (STOP,)                       exit once idle
+    (LEVELS, levels)              the parent's logging levels changed (_logs.Levels)
 
 worker to parent::
 
@@ -50,6 +51,7 @@ STOP: Final = 3
 READY: Final = 4
 INIT_FAILED: Final = 5
 RESULT: Final = 6
+LEVELS: Final = 7
 
 # Task modes: how a worker applies the function to the payload.
 APPLY: Final = 0  # payload is (args, kwds): func(*args, **kwds)

@@ -106,6 +106,10 @@ class _Worker:
                 self.cancel(message[1])
             elif kind == _wire.STOP:
                 self.stopping = True
+            elif kind == _wire.LEVELS:
+                from ._logs import apply_levels
+
+                apply_levels(message[1])
 
     def cancel(self, indexes: list[int]) -> None:
         queued = {task[0] for task in self.queue}
@@ -282,6 +286,7 @@ def worker_main(
     maxtasks: int | None,
     concurrency: int,
     niceness: int = 0,
+    logs: tuple[Any, Any] | None = None,
 ) -> None:
     """The target of every worker process."""
     # The parent decides what Ctrl-C means; a worker must not print a traceback.
@@ -289,6 +294,10 @@ def worker_main(
     if niceness and hasattr(os, "nice"):
         # Below the parent's priority: its event loop wins the CPU when they compete.
         os.nice(niceness)
+    if logs is not None:
+        from ._logs import install
+
+        install(logs)  # before the initializer, whose records count too
     fd = conn.fileno()
     os.set_blocking(fd, False)
     if init is not None:

@@ -187,6 +187,10 @@ class Pool:
     ``worker_niceness`` (an aiomp extension) lowers the workers' CPU priority by
     that much (``os.nice``), so the parent's event loop wins the CPU when they
     compete and stays responsive; 0 keeps them equal.
+
+    ``forward_logs`` (default True) sends every worker's log records to this
+    process, where ``logging.getLogger(record.name).handle(record)`` runs them
+    through the application's own handlers; see ``docs/logging.md``.
     """
 
     def __init__(
@@ -200,6 +204,7 @@ class Pool:
         child_concurrency: int = 16,
         backend: Backend | None = None,
         worker_niceness: int = 5,
+        forward_logs: bool = True,
     ) -> None:
         processes = usable_cpus() if processes is None else _positive_int("processes", processes)
         if isinstance(worker_niceness, bool) or not isinstance(worker_niceness, int):
@@ -209,6 +214,8 @@ class Pool:
         if maxtasksperchild is not None:
             maxtasksperchild = _positive_int("maxtasksperchild", maxtasksperchild)
         child_concurrency = _positive_int("child_concurrency", child_concurrency)
+        if not isinstance(forward_logs, bool):
+            raise TypeError(f"forward_logs must be a bool, not {type(forward_logs).__name__}")
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be callable or None, not {type(initializer).__name__}")
         if isinstance(initargs, (str, bytes)) or not isinstance(initargs, Iterable):
@@ -230,6 +237,7 @@ class Pool:
                 maxtasksperchild=maxtasksperchild,
                 child_concurrency=child_concurrency,
                 worker_niceness=worker_niceness,
+                forward_logs=forward_logs,
             )
         elif not isinstance(backend, Backend):
             raise TypeError(f"backend must be an aiomp backend or None, not {type(backend).__name__}")

@@ -17,7 +17,7 @@ import multiprocessing
 import multiprocessing.process
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from multiprocessing import reduction
 from types import TracebackType
 from typing import Any
@@ -27,7 +27,7 @@ import anyio.lowlevel
 import sniffio
 from typing_extensions import Self
 
-from . import _checks, _fd
+from . import _checks, _fd, _logs
 from ._doorbell import uncancellable
 
 __all__ = ["Process"]
@@ -44,7 +44,9 @@ class Process:
     exception or cancellation in the block, or of that join, terminates the child
     instead (SIGTERM, then SIGKILL after a second).
     ``context`` is a start-method name or a ``multiprocessing`` context (default:
-    forkserver where available, else spawn).
+    forkserver where available, else spawn). ``forward_logs`` (default True)
+    sends the child's log records to this process's own logging setup; every
+    record the child logged has been handled when ``join()`` returns.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class Process:
         *,
         daemon: bool | None = None,
         context: Any = None,
+        forward_logs: bool = True,
     ) -> None:
         if target is not None and not callable(target):
             raise TypeError(f"target must be callable or None, not {type(target).__name__}")
@@ -63,6 +66,10 @@ class Process:
             raise TypeError(f"name must be a str or None, not {type(name).__name__}")
         if daemon is not None and not isinstance(daemon, bool):
             raise TypeError(f"daemon must be a bool or None, not {type(daemon).__name__}")
+        if not isinstance(forward_logs, bool):
+            raise TypeError(f"forward_logs must be a bool, not {type(forward_logs).__name__}")
+        self._forward_logs = forward_logs
+        self._logs: _logs.Receiver | None = None
         self._target = target
         self._args = _checks.check_args(args)
         self._kwargs = _checks.check_kwds({} if kwargs is None else kwargs, "kwargs")
@@ -125,6 +132,8 @@ class Process:
     def close(self) -> None:
         """Release the process's resources; ``ValueError`` while it still runs."""
         self._process.close()
+        if self._logs is not None:
+            self._logs.close()
 
     def __repr__(self) -> str:
         return f"<aiomp.Process {self._process!r}>"
@@ -142,8 +151,15 @@ class Process:
         if self._started:
             raise RuntimeError("cannot start a process twice")
         self._started = True
+        logs = self._logs = _logs.Receiver() if self._forward_logs else None
         self._process._target = _child_main  # type: ignore[attr-defined]
-        self._process._args = (_Target(self._target), self._args, self._kwargs, _loop_kind())  # type: ignore[attr-defined]
+        self._process._args = (  # type: ignore[attr-defined]
+            _Target(self._target),
+            self._args,
+            self._kwargs,
+            _loop_kind(),
+            None if logs is None else logs.child_config(),
+        )
         self._process._kwargs = {}  # type: ignore[attr-defined]
         failure: list[BaseException] = []
         signal_r, signal_w = socket.socketpair()
@@ -169,9 +185,15 @@ class Process:
                 raise
         finally:
             _fd.close_socket(signal_r)
+            if logs is not None:
+                logs.started()
         if failure:
+            if logs is not None:
+                logs.close()
             raise failure[0]
         self._exited = _fd.SharedWait(self._process.sentinel)
+        if logs is not None:
+            _in_background(functools.partial(_logs.listen_alone, logs))
 
     async def join(self, timeout: float | None = None) -> None:
         """Await the child's exit, for up to ``timeout`` seconds (it may still run after)."""
@@ -183,6 +205,10 @@ class Process:
                 await self._exited.wait()
         if self._process.exitcode is not None:
             self._process.join(0)  # drop it from multiprocessing's list of children
+            if self._logs is not None:
+                # Everything the child logged is in the channel now.
+                await uncancellable(self._logs.drain)
+                self._logs.close()
 
     async def _stop(self) -> None:
         """Terminate, then kill after a grace period, and reap."""
@@ -246,9 +272,30 @@ def _loop_kind() -> tuple[str, dict[str, Any]]:
     return library, {}
 
 
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def _in_background(func: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``func()`` on the current loop, outside any task group (it must not raise)."""
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        trio.lowlevel.spawn_system_task(func)
+        return
+    task = asyncio.get_running_loop().create_task(func())
+    _BACKGROUND.add(task)  # the loop keeps only a weak reference
+    task.add_done_callback(_BACKGROUND.discard)
+
+
 def _child_main(
-    target: _Target, args: tuple[Any, ...], kwargs: dict[str, Any], loop: tuple[str, dict[str, Any]]
+    target: _Target,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    loop: tuple[str, dict[str, Any]],
+    logs: tuple[Any, Any] | None,
 ) -> None:
+    if logs is not None:
+        _logs.install(logs)
     func = target.func
     if func is None:
         return

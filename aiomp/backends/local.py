@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import multiprocessing
 import multiprocessing.context
 import os
@@ -40,7 +41,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from .. import _fd, _serialize, _wire
+from .. import _fd, _logs, _serialize, _wire
 from .._exceptions import BrokenPoolError, PoolClosedError, WorkerDiedError
 from .._worker import worker_main
 from . import Backend, PoolStatistics, Task
@@ -67,9 +68,15 @@ class _Worker:
     """The parent's view of one worker process."""
 
     def __init__(
-        self, slot: int, process: multiprocessing.process.BaseProcess, conn: Any, markers: _wire.Markers
+        self,
+        slot: int,
+        process: multiprocessing.process.BaseProcess,
+        conn: Any,
+        markers: _wire.Markers,
+        logs: _logs.Receiver | None,
     ) -> None:
         self.slot = slot
+        self.logs = logs
         self.markers = markers
         self.process = process
         self.conn = conn
@@ -83,6 +90,7 @@ class _Worker:
         self.cancels: list[int] = []
         self.stop = False
         self.stop_sent = False
+        self.levels_due = False
         self.chunks: list[memoryview] = []
         self.wake = anyio.Event()
         self.ready = False
@@ -106,7 +114,7 @@ class _Worker:
     def has_output(self) -> bool:
         if self.dead:
             return False
-        return bool(self.chunks or self.outbox or self.cancels or (self.stop and not self.stop_sent))
+        return bool(self.chunks or self.outbox or self.cancels or self.levels_due or (self.stop and not self.stop_sent))
 
 
 class LocalBackend(Backend):
@@ -121,8 +129,13 @@ class LocalBackend(Backend):
         maxtasksperchild: int | None,
         child_concurrency: int,
         worker_niceness: int = 0,
+        forward_logs: bool = True,
     ) -> None:
         self.processes = processes
+        self._forward_logs = forward_logs
+        self._listener = _logs.Listener()  # handles every worker's log records
+        # Workers take on the parent's logging levels, and hear when they change.
+        self._levels = _logs.LevelWatch() if forward_logs else None
         self._niceness = worker_niceness
         self._ctx = context
         self._init = initializer
@@ -147,6 +160,8 @@ class LocalBackend(Backend):
     async def start(self, task_group: TaskGroup) -> None:
         self._tg = task_group
         self._state = _State.RUN
+        if self._forward_logs:
+            task_group.start_soon(self._listener.run)
         async with anyio.create_task_group() as starting:
             for slot in range(self.processes):
                 starting.start_soon(self._start_worker, slot)
@@ -260,6 +275,7 @@ class LocalBackend(Backend):
 
     def _dispatch(self) -> None:
         """Hand pending tasks to workers that have room, least loaded first."""
+        self._check_levels()
         pending = self._pending
         touched: list[tuple[_Worker, bool]] = []
         workers = [w for w in self._workers.values() if not (w.stop or w.dead) and w.quota != 0]
@@ -297,19 +313,37 @@ class LocalBackend(Backend):
             if worker.has_output():
                 worker.wake.set()
 
+    def _check_levels(self) -> None:
+        """Send the parent's logging levels to every worker if they changed."""
+        if self._levels is not None and self._levels.changed():
+            for worker in self._workers.values():
+                worker.levels_due = True
+                worker.wake.set()
+
     # -- workers -----------------------------------------------------------------
 
     async def _start_worker(self, slot: int) -> None:
         if self._state is _State.TERMINATE:
             return  # a replacement scheduled just before terminate()
         parent_end, child_end = self._ctx.Pipe(duplex=True)
+        self._check_levels()
+        logs = _logs.Receiver() if self._forward_logs else None
         process: multiprocessing.process.BaseProcess = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(child_end, self._marker, slot, self._init, self._maxtasks, self._concurrency, self._niceness),
+            args=(
+                child_end,
+                self._marker,
+                slot,
+                self._init,
+                self._maxtasks,
+                self._concurrency,
+                self._niceness,
+                None if logs is None or self._levels is None else logs.child_config(self._levels.levels),
+            ),
             name=f"aiomp-worker-{slot}",
             daemon=True,
         )
-        worker = _Worker(slot, process, parent_end, _wire.Markers(self._marker, slot))
+        worker = _Worker(slot, process, parent_end, _wire.Markers(self._marker, slot), logs)
         worker.markers.reset()
         worker.quota = self._maxtasks
         self._workers[slot] = worker
@@ -318,6 +352,8 @@ class LocalBackend(Backend):
             await anyio.to_thread.run_sync(process.start, abandon_on_cancel=False)
         except BaseException as error:
             child_end.close()
+            if logs is not None:
+                logs.close()
             self._buried(worker, None, start_error=error)
             parent_end.close()
             worker.done.set()
@@ -325,6 +361,8 @@ class LocalBackend(Backend):
                 raise
             return
         child_end.close()
+        if logs is not None:
+            logs.started()
         worker.started = True
         if self._tg is None:  # pragma: no cover - start() sets it first
             raise RuntimeError("backend not started")
@@ -335,15 +373,22 @@ class LocalBackend(Backend):
         exitcode: int | None = None
         try:
             async with anyio.create_task_group() as tg:
+                if worker.logs is not None:
+                    tg.start_soon(worker.logs.run, self._listener)
                 tg.start_soon(self._read, worker)
                 tg.start_soon(self._writer, worker)
                 await _fd.wait_readable(worker.process.sentinel)
                 tg.cancel_scope.cancel()
-            # The process is gone, so everything it wrote is in the socket now.
+            # The process is gone, so everything it wrote is in the sockets now:
+            # its log records first, then the results that came after them.
+            if worker.logs is not None:
+                await worker.logs.drain()
             with contextlib.suppress(EOFError, OSError):
                 self._handle(worker, worker.reader.read())
             exitcode = await _reap(worker.process)
         finally:
+            if worker.logs is not None:
+                worker.logs.close()  # on cancellation: what is here still counts
             self._buried(worker, exitcode)
             _fd.forget(worker.fd)
             worker.conn.close()
@@ -364,7 +409,11 @@ class LocalBackend(Backend):
         except (EOFError, OSError):
             worker.dead = True
             return False  # the sentinel will say how the process ended
-        self._handle(worker, frames)
+        if frames and worker.logs is not None and worker.logs.behind():
+            # Results wait for the records their tasks logged before them.
+            worker.logs.after(functools.partial(self._handle, worker, frames))
+        else:
+            self._handle(worker, frames)
         return True
 
     def _handle(self, worker: _Worker, frames: list[list[_wire.Buffer]]) -> None:
@@ -440,6 +489,9 @@ class LocalBackend(Backend):
 
     def _encode(self, worker: _Worker) -> list[memoryview]:
         parts: list[_wire.Buffer] = []
+        if worker.levels_due and self._levels is not None:
+            worker.levels_due = False
+            parts += _wire.encode_frame([pickle.dumps((_wire.LEVELS, self._levels.levels), 5)])
         if worker.cancels:
             parts += _wire.encode_frame([pickle.dumps((_wire.CANCEL, worker.cancels), 5)])
             worker.cancels = []

@@ -1,0 +1,501 @@
+"""Worker log records, forwarded to the parent's own logging setup.
+
+Each child (a Pool worker or a ``Process``) gets a stream socket of its own to
+the parent. At start the child removes any handlers its root logger already has,
+takes on the parent's logging levels (so a record the parent would not handle is
+never even made), and puts a ``_Forwarder`` at its root logger. The forwarder
+writes each record in one blocking ``sendall`` as ``[4-byte length][pickle]``:
+once ``logger.info()`` returns, the record is in the kernel, so it survives an
+``os._exit`` or a crash that follows.
+
+In the parent a ``Receiver`` reads the other end on the event loop (it waits on
+the descriptor; no thread) and hands each record to
+``logging.getLogger(record.name).handle(record)``. It handles records in short
+batches and yields to the loop in between, so a flood of records costs the loop
+at most one batch of lag. ``after(callback)`` runs a callback once every record
+that is in the socket now has been handled: the Pool delivers a task's result
+only after the records the task logged. ``drain()``, called once the child has
+exited, handles everything the child wrote, which is how ``join()`` promises
+that no record is still in flight.
+
+What crosses: every standard attribute of the record (``processName``,
+``process``, ``threadName``, ``created``, ``stack_info``...), the exception as
+text in ``exc_text`` (and as the exception itself when it pickles), extra
+attributes that are plain data (others as their ``repr``), and ``msg`` with
+``args`` when the arguments are plain scalars. Otherwise the message is
+formatted in the child and sent with ``args=None``, so a record is never dropped
+for what its arguments hold.
+
+The child half imports nothing heavy (workers start without anyio).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import pickle
+import socket
+import struct
+import sys
+import termios
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["LevelWatch", "Levels", "Listener", "Receiver", "apply_levels", "install", "levels", "listen_alone"]
+
+_HEADER = struct.Struct("!I")
+_PROTOCOL = 5
+# The parent handles records in batches of at most this long (or this many)
+# before it lets the rest of the event loop run.
+_BATCH_SECONDS = 0.0002
+_BATCH_CHECK = 8  # look at the clock every this many records
+_READ_SIZE = 256 * 1024
+# Ask for the largest send buffer the kernel allows: a burst of records then
+# rarely makes the child wait for the parent.
+_SEND_BUFFER = 4 << 20
+_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+_CONTAINERS = frozenset({list, tuple, dict, set, frozenset})
+# Attributes every LogRecord has; anything else came in through ``extra=``.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+# (logging.disable level, root level, {logger: level}, [disabled loggers])
+Levels = tuple[int, int, dict[str, int], list[str]]
+
+
+# -- the child's half ------------------------------------------------------------
+
+
+def install(config: tuple[socket.socket, Levels]) -> None:
+    """Forward this process's log records to the parent (called first thing in a child)."""
+    sock, parent_levels = config
+    # Handlers here now are copies of the parent's: inherited by a fork, or made
+    # again by the main module's import (spawn, forkserver). The parent's own
+    # handle these records once they arrive, so the copies would print them
+    # twice; and every logger must propagate to the forwarder at the root.
+    manager = logging.root.manager
+    loggers = [logging.root, *(x for x in list(manager.loggerDict.values()) if isinstance(x, logging.Logger))]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+    apply_levels(parent_levels)
+    logging.root.addHandler(_Forwarder(sock))
+
+
+_applied: set[str] = set()  # the loggers whose level apply_levels set
+
+
+def apply_levels(parent_levels: Levels) -> None:
+    """Take on the parent's levels, so records it would not handle are never made."""
+    disabled_below, root_level, named, disabled = parent_levels
+    logging.disable(disabled_below)
+    logging.root.setLevel(root_level)
+    for name in _applied - named.keys():
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    for name, level in named.items():
+        logging.getLogger(name).setLevel(level)
+    _applied.clear()
+    _applied.update(named)
+    for name in disabled:
+        logging.getLogger(name).disabled = True
+
+
+class _Forwarder(logging.Handler):
+    """Sends each record to the parent before ``emit`` returns."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock: socket.socket | None = sock
+        self._pid = os.getpid()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # ``Handler.handle`` holds self.lock: one thread writes at a time.
+        if os.getpid() != self._pid:
+            # A process forked from this one (not through aiomp) has no channel
+            # of its own; writing to this one would interleave with our frames.
+            if logging.lastResort is not None and record.levelno >= logging.lastResort.level:
+                logging.lastResort.handle(record)
+            return
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            data = dump_record(record)
+            sock.sendall(_HEADER.pack(len(data)) + data)
+        except OSError:  # the parent stopped listening (it exited or closed us)
+            self._sock = None
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        with self.lock if self.lock is not None else contextlib.nullcontext():
+            sock, self._sock = self._sock, None
+            if sock is not None and os.getpid() == self._pid:
+                sock.close()
+        super().close()
+
+
+def dump_record(record: logging.LogRecord) -> bytes:
+    """Pickle a record so that the parent can always rebuild it."""
+    attrs = dict(record.__dict__)
+    if not (type(record.msg) is str and _plain_args(record.args) and _formats(record)):
+        attrs["msg"] = _message(record)
+        attrs["args"] = None
+    exc_info = record.exc_info
+    if exc_info:
+        attrs["exc_info"] = None
+        if exc_info[1] is not None:
+            if not record.exc_text:
+                attrs["exc_text"] = _FORMATTER.formatException(exc_info)
+            from ._serialize import dump_error
+
+            with contextlib.suppress(Exception):
+                attrs["_aiomp_exception"] = dump_error(exc_info[1])
+    for key, value in attrs.items():
+        if key not in _STANDARD and not _plain(value, 3):
+            attrs[key] = _safe_repr(value)
+    try:
+        return pickle.dumps(attrs, _PROTOCOL)
+    except Exception:  # a filter put something odd in a standard attribute
+        return pickle.dumps({k: v if _plain(v, 3) else _safe_repr(v) for k, v in attrs.items()}, _PROTOCOL)
+
+
+_FORMATTER = logging.Formatter()
+
+
+def _plain_args(args: object) -> bool:
+    if type(args) is tuple:
+        return all(type(arg) in _SCALARS for arg in args)
+    if type(args) is dict:
+        return all(type(arg) in _SCALARS for arg in args.values())
+    return args is None
+
+
+def _plain(value: object, depth: int) -> bool:
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind in _CONTAINERS and depth:
+        if kind is dict:
+            return all(type(k) in _SCALARS and _plain(v, depth - 1) for k, v in value.items())  # type: ignore[attr-defined]
+        return all(_plain(item, depth - 1) for item in value)  # type: ignore[attr-defined]
+    return False
+
+
+def _formats(record: logging.LogRecord) -> bool:
+    """Whether ``msg % args`` works (else the parent's handlers would fail on it)."""
+    if not record.args:
+        return True
+    try:
+        record.getMessage()
+    except Exception:
+        return False
+    return True
+
+
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception as error:
+        return f"{_safe_repr(record.msg)} % {_safe_repr(record.args)} (formatting failed: {error!r})"
+
+
+def _safe_repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"
+
+
+# -- the parent's half -------------------------------------------------------------
+
+
+def levels() -> Levels:
+    """The parent's logging levels, for a child to take on at start."""
+    manager = logging.root.manager
+    named: dict[str, int] = {}
+    disabled: list[str] = []
+    for name, logger in list(manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger):  # not a PlaceHolder
+            if logger.level:
+                named[name] = logger.level
+            if logger.disabled:
+                disabled.append(name)
+    return manager.disable, logging.root.level, named, disabled
+
+
+class LevelWatch:
+    """Notices when the parent's logging levels may have changed, at the cost of a dict check.
+
+    ``Logger.setLevel``, ``logging.disable``, ``basicConfig`` and ``dictConfig``
+    all clear every logger's cache of level decisions; a logger of our own that
+    nobody else asks is filled after each snapshot, and found empty after a change.
+    """
+
+    def __init__(self) -> None:
+        self._probe = logging.getLogger("aiomp._levels")
+        self.levels = self.take()
+
+    def take(self) -> Levels:
+        snapshot = levels()
+        self._probe.isEnabledFor(logging.CRITICAL)  # fills its cache
+        return snapshot
+
+    def changed(self) -> bool:
+        """True (once) when the levels are not the ones last taken; ``levels`` is then updated."""
+        if getattr(self._probe, "_cache", True):
+            return False
+        snapshot = self.take()
+        if snapshot == self.levels:
+            return False
+        self.levels = snapshot
+        return True
+
+
+_MORE, _IDLE, _EOF = range(3)
+
+
+class Listener:
+    """Handles the records of a set of channels: one short batch per turn of the loop.
+
+    Each channel's ``Receiver.run`` waits on its own descriptor and hands the
+    channel over when it is readable; this task does the handling, round-robin
+    among the channels with records, and yields to the loop after every batch
+    of at most ``_BATCH_SECONDS``. However many workers flood it, the rest of
+    the loop waits for one batch, not one batch per worker.
+    """
+
+    def __init__(self) -> None:
+        self._ready: deque[Receiver] = deque()
+        self._wake: Any = None
+
+    def add(self, receiver: Receiver) -> None:
+        self._ready.append(receiver)
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Handle records until cancelled."""
+        import anyio
+        import anyio.lowlevel
+
+        while True:
+            if not self._ready:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                self._wake = None
+                continue
+            deadline = time.perf_counter() + _BATCH_SECONDS
+            while self._ready and time.perf_counter() < deadline:
+                receiver = self._ready.popleft()
+                if receiver._turn(deadline):
+                    self._ready.append(receiver)
+            await anyio.lowlevel.checkpoint()
+
+
+class Receiver:
+    """The parent's end of one child's log channel.
+
+    ``child_config()`` is what the child's ``install`` takes; pass it to the child
+    at start, then call ``started()`` to close the parent's copy of the child's end.
+    """
+
+    def __init__(self) -> None:
+        self._sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._child: socket.socket | None = child
+        with contextlib.suppress(OSError):
+            child.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
+        self._sock.setblocking(False)
+        self._fd = self._sock.fileno()
+        self._buf = bytearray()
+        self._pos = 0  # where the next unhandled frame starts in _buf
+        self._handled = 0  # bytes of the stream handled so far
+        self._waiting: deque[tuple[int, Callable[[], object]]] = deque()
+        self._closed = False
+        self._scope: Any = None  # run()'s cancel scope while it runs
+        self._handled_turn: Any = None  # set when the listener has emptied the socket
+        self._eof = False
+        self._loggers: dict[str, logging.Logger] = {}
+
+    def child_config(self, parent_levels: Levels | None = None) -> tuple[socket.socket, Levels]:
+        """What the child passes to ``install``: its end of the channel, and our levels."""
+        if self._child is None:
+            raise RuntimeError("the child's end was already handed over")
+        return self._child, levels() if parent_levels is None else parent_levels
+
+    def started(self) -> None:
+        """The child has its copy of its end: close ours."""
+        child, self._child = self._child, None
+        if child is not None:
+            child.close()
+
+    # -- reading -------------------------------------------------------------------
+
+    async def run(self, listener: Listener, close_at_exit: bool = False) -> None:
+        """Hand this channel to ``listener`` whenever it has records, until it ends or ``close()``.
+
+        With ``close_at_exit`` (a listener in the background) the channel is
+        also closed when this task is cancelled, so the child never waits on a
+        parent that stopped listening.
+        """
+        import anyio
+
+        try:
+            with anyio.CancelScope() as self._scope:
+                while not (self._closed or self._eof):
+                    await anyio.wait_readable(self._fd)
+                    self._handled_turn = anyio.Event()
+                    listener.add(self)
+                    await self._handled_turn.wait()
+        finally:
+            self._scope = None
+            if self._closed:
+                self._sock.close()  # close() left that to us: we were waiting on it
+            elif self._eof or close_at_exit:
+                self.close()
+
+    def _turn(self, deadline: float) -> bool:
+        """Handle a batch for the listener; True if more records are waiting."""
+        state = _EOF if self._closed else self._take(deadline)
+        if state == _MORE:
+            return True
+        self._eof = state == _EOF
+        if self._handled_turn is not None:
+            self._handled_turn.set()  # run() waits for the descriptor again (or ends)
+        return False
+
+    async def drain(self) -> None:
+        """Handle every record the (exited) child wrote, yielding between batches.
+
+        Does not wait for the end of the stream: a process the child forked may
+        hold its end open.
+        """
+        import anyio.lowlevel
+
+        while not self._closed:
+            state = self._take(time.perf_counter() + _BATCH_SECONDS)
+            if state != _MORE:
+                break
+            await anyio.lowlevel.checkpoint()
+        self._release()
+
+    def behind(self) -> bool:
+        """Whether records that the child has written are not yet handled."""
+        if self._closed:
+            return False
+        return bool(self._waiting) or self._pos < len(self._buf) or _unread(self._fd) > 0
+
+    def after(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once every record in the channel now has been handled."""
+        if not self.behind():
+            callback()
+            return
+        mark = self._handled + len(self._buf) - self._pos + _unread(self._fd)
+        self._waiting.append((mark, callback))
+
+    def close(self) -> None:
+        """Stop: handle what is already here, run waiting callbacks, close the socket."""
+        if self._closed:
+            return
+        with contextlib.suppress(OSError):
+            self._take(None)
+        self._release()
+        self._closed = True
+        self.started()
+        if self._scope is not None:
+            # run() is waiting on the descriptor: it closes the socket once its
+            # wait is undone, so the loop never watches a closed (reused) number.
+            self._scope.cancel()
+        else:
+            self._sock.close()
+
+    def _release(self) -> None:
+        waiting, self._waiting = self._waiting, deque()
+        for _, callback in waiting:
+            callback()
+
+    def _take(self, deadline: float | None) -> int:
+        """Handle frames until the socket is empty, closed, or ``deadline`` passes."""
+        count = 0
+        buf = self._buf
+        while True:
+            end = len(buf)
+            if end - self._pos >= 4:
+                (size,) = _HEADER.unpack_from(buf, self._pos)
+                start = self._pos + 4
+                if end - start >= size:
+                    data = bytes(buf[start : start + size])
+                    self._pos = start + size
+                    self._handled += 4 + size
+                    self._handle(data)
+                    while self._waiting and self._waiting[0][0] <= self._handled:
+                        self._waiting.popleft()[1]()
+                    count += 1
+                    if deadline is not None and count % _BATCH_CHECK == 0 and time.perf_counter() > deadline:
+                        return _MORE
+                    continue
+            try:
+                data = os.read(self._fd, _READ_SIZE)
+            except BlockingIOError:
+                return _IDLE
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                return _EOF
+            if self._pos:
+                del buf[: self._pos]
+                self._pos = 0
+            buf += data
+
+    def _handle(self, data: bytes) -> None:
+        try:
+            attrs = pickle.loads(data)
+            exception = attrs.pop("_aiomp_exception", None)
+            record = logging.makeLogRecord(attrs)
+            if exception is not None:
+                from ._serialize import load_error
+
+                with contextlib.suppress(Exception):
+                    error = load_error(exception)
+                    record.exc_info = (type(error), error, None)
+            logger = self._loggers.get(record.name)
+            if logger is None:
+                logger = self._loggers[record.name] = logging.getLogger(record.name)
+            logger.handle(record)
+        except Exception:  # a broken handler or filter: report it, keep listening
+            _report()
+
+
+def _report() -> None:
+    """Say on stderr that a handler failed, as ``Handler.handleError`` does.
+
+    Not through logging: the failing handler may well be the root's.
+    """
+    if logging.raiseExceptions and sys.stderr is not None:
+        with contextlib.suppress(Exception):
+            sys.stderr.write("--- Logging error in a handler, for a record forwarded from a worker by aiomp ---\n")
+            traceback.print_exc(file=sys.stderr)
+
+
+async def listen_alone(receiver: Receiver) -> None:
+    """Serve one channel with a listener of its own (a ``Process`` in the background)."""
+    import anyio
+
+    listener = Listener()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listener.run)
+        await receiver.run(listener, close_at_exit=True)
+        tg.cancel_scope.cancel()
+
+
+def _unread(fd: int) -> int:
+    """Bytes waiting in a socket's receive queue."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]  # type: ignore[no-any-return]
+    except OSError:
+        return 0
