@@ -45,3 +45,38 @@ def test_demo_runs(context: str) -> None:
     ).stdout
     assert "await pool.map(crunch, work)" in out
     assert "speedup over serial" in out
+
+
+@pytest.mark.parametrize(
+    ("loop", "context"), [("asyncio", "forkserver"), ("uvloop", "spawn"), ("trio", "forkserver"), ("trio", "spawn")]
+)
+def test_worker_logging_example(loop: str, context: str) -> None:
+    """Worker records come out in the parent's format, filtered by its levels, none lost."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "worker_logging.py"), "--loop", loop, "--context", context],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    out = done.stdout
+    lines = out.splitlines()
+    crunch = sorted((line.split(": ", 1)[1], line.split()[1]) for line in lines if "crunch(" in line)
+    assert [message for message, _ in crunch] == [
+        "crunch(1) = 332833500",
+        "crunch(2) = 2664667000",
+        "crunch(3) = 8995500500",
+    ]
+    assert all(name.startswith("aiomp-worker-") for _, name in crunch), crunch  # the worker's processName
+    assert "starts" not in out  # DEBUG: below the parent's level, never sent
+    assert "totals [332833500, 2664667000, 8995500500]" in out
+    # The records of a call are handled before its result is delivered.
+    assert out.index("crunch(3) =") < out.index("totals")
+    assert out.index("fragile(0) failed") < out.index("fragile [0, 20]")
+    assert "ZeroDivisionError: integer division or modulo by zero" in out
+    assert "in fragile\n    return 100 // n" in out  # the worker's traceback, as text
+    # os._exit right after logging: the record still arrives, before join() returns.
+    assert "WARNING last-words       example: about to exit with os._exit(3)" in out
+    assert out.index("about to exit") < out.index("last-words exit code 3")
+    assert "[INFO/aiomp-worker-0] hello from a worker via aiomp.get_logger()" in done.stderr
+    assert "Traceback" not in done.stderr
