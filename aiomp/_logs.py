@@ -372,13 +372,14 @@ class Receiver:
     async def drain(self) -> None:
         """Handle every record the (exited) child wrote, yielding between batches.
 
-        Does not wait for the end of the stream: a process the child forked may
-        hold its end open.
+        Does not wait for the end of the stream, nor read past what is there
+        now: a process the child forked may hold its end open and go on logging.
         """
         import anyio.lowlevel
 
+        upto = self._mark()
         while not self._closed:
-            state = self._take(time.perf_counter() + _BATCH_SECONDS)
+            state = self._take(time.perf_counter() + _BATCH_SECONDS, upto)
             if state != _MORE:
                 break
             await anyio.lowlevel.checkpoint()
@@ -395,15 +396,14 @@ class Receiver:
         if not self.behind():
             callback()
             return
-        mark = self._handled + len(self._buf) - self._pos + _unread(self._fd)
-        self._waiting.append((mark, callback))
+        self._waiting.append((self._mark(), callback))
 
     def close(self) -> None:
         """Stop: handle what is already here, run waiting callbacks, close the socket."""
         if self._closed:
             return
         with contextlib.suppress(OSError):
-            self._take(None)
+            self._take(None, self._mark())
         self._release()
         self._closed = True
         self.started()
@@ -419,8 +419,16 @@ class Receiver:
         for _, callback in waiting:
             callback()
 
-    def _take(self, deadline: float | None) -> int:
-        """Handle frames until the socket is empty, closed, or ``deadline`` passes."""
+    def _mark(self) -> int:
+        """The stream offset of the end of what the child has written so far."""
+        return self._handled + len(self._buf) - self._pos + _unread(self._fd)
+
+    def _take(self, deadline: float | None, upto: int | None = None) -> int:
+        """Handle frames until the socket is empty, closed, or ``deadline`` passes.
+
+        With ``upto`` (a stream offset), read no further than that: a child that
+        is still logging cannot keep the caller handling records forever.
+        """
         count = 0
         buf = self._buf
         while True:
@@ -439,8 +447,13 @@ class Receiver:
                     if deadline is not None and count % _BATCH_CHECK == 0 and time.perf_counter() > deadline:
                         return _MORE
                     continue
+            size = _READ_SIZE
+            if upto is not None:
+                size = min(size, upto - (self._handled + end - self._pos))
+                if size <= 0:
+                    return _IDLE
             try:
-                data = os.read(self._fd, _READ_SIZE)
+                data = os.read(self._fd, size)
             except BlockingIOError:
                 return _IDLE
             except ConnectionResetError:

@@ -846,3 +846,62 @@ async def test_pool_workers_follow_later_level_changes(collect: Collect) -> None
         logging.disable(logging.NOTSET)
         logger.setLevel(logging.NOTSET)
     assert collect.messages() == ["now on", "debug"]
+
+
+FLOODING_CHILD_SCRIPT = textwrap.dedent(
+    """
+    import logging
+    import os
+    import signal
+    import sys
+    import time
+
+    import anyio
+
+    import aiomp
+
+
+    def flood():
+        log = logging.getLogger("flood")
+        while True:
+            log.warning("record")
+
+
+    class Slow(logging.Handler):
+        def emit(self, record):
+            end = time.perf_counter() + 20e-6  # slower than the child writes
+            while time.perf_counter() < end:
+                pass
+
+
+    PIDS = []
+
+
+    async def main():
+        p = aiomp.Process(target=flood, daemon=True)
+        await p.start()
+        PIDS.append(p.pid)
+        await anyio.sleep(0.3)  # returns without joining: the loop shuts down under the flood
+
+
+    if __name__ == "__main__":
+        logging.root.handlers[:] = [Slow()]
+        started = time.monotonic()
+        try:
+            anyio.run(main, backend=sys.argv[1])
+        finally:
+            os.kill(PIDS[0], signal.SIGKILL)
+        print(f"returned after {time.monotonic() - started:.1f}s", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+def test_loop_shuts_down_while_an_unjoined_child_floods(tmp_path: Path, loop: str) -> None:
+    """Closing a channel handles what is there, not what a live child goes on writing."""
+    script = tmp_path / "flooding_child.py"
+    script.write_text(FLOODING_CHILD_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), loop], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seconds = float(done.stdout.split()[2].rstrip("s"))
+    assert seconds < 10, done.stdout
