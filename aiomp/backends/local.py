@@ -132,9 +132,9 @@ class LocalBackend(Backend):
         forward_logs: bool = True,
     ) -> None:
         self.processes = processes
-        self._forward_logs = forward_logs
         self._listener = _logs.Listener()  # handles every worker's log records
-        # Workers take on the parent's logging levels, and hear when they change.
+        # Log forwarding is on when there are levels to watch: workers take on
+        # the parent's logging levels, and hear when they change.
         self._levels = _logs.LevelWatch() if forward_logs else None
         self._niceness = worker_niceness
         self._ctx = context
@@ -160,7 +160,7 @@ class LocalBackend(Backend):
     async def start(self, task_group: TaskGroup) -> None:
         self._tg = task_group
         self._state = _State.RUN
-        if self._forward_logs:
+        if self._levels is not None:
             task_group.start_soon(self._listener.run)
         async with anyio.create_task_group() as starting:
             for slot in range(self.processes):
@@ -327,7 +327,8 @@ class LocalBackend(Backend):
             return  # a replacement scheduled just before terminate()
         parent_end, child_end = self._ctx.Pipe(duplex=True)
         self._check_levels()
-        logs = _logs.Receiver() if self._forward_logs else None
+        levels = self._levels.levels if self._levels is not None else None
+        logs = _logs.Receiver() if levels is not None else None
         process: multiprocessing.process.BaseProcess = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
             args=(
@@ -338,7 +339,7 @@ class LocalBackend(Backend):
                 self._maxtasks,
                 self._concurrency,
                 self._niceness,
-                None if logs is None or self._levels is None else logs.child_config(self._levels.levels),
+                None if logs is None else logs.child_config(levels),
             ),
             name=f"aiomp-worker-{slot}",
             daemon=True,
