@@ -62,6 +62,10 @@ STARMAP: Final = 2  # payload is a list of tuples: [func(*x) for x in items]
 OK: Final = 0
 ERROR: Final = 1  # payload is a pickled (exception, traceback text) pair
 CANCELLED: Final = 2  # the worker dropped or cancelled the task
+OUT_OF_MEMORY: Final = 3  # payload as for ERROR (a MemoryError); the worker exits next
+
+# The exit status of a worker that retires after a task ran out of memory.
+EXIT_OUT_OF_MEMORY: Final = 1
 
 _COUNT = struct.Struct("!I")
 _SIZE = struct.Struct("!Q")

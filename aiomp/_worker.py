@@ -23,12 +23,13 @@ import pickle
 import signal
 import sys
 import time
+import traceback
 import types
 from collections import deque
 from collections.abc import Callable, MutableSequence
 from typing import TYPE_CHECKING, Any
 
-from . import _wire
+from . import _lifeline, _wire
 from ._serialize import dump_error, dumps, loads
 from ._wire import Buffer, FrameReader
 
@@ -72,11 +73,13 @@ class _Worker:
         self.wake: asyncio.Event | None = None
         self.semaphore: asyncio.Semaphore | None = None
         self.gone = False
+        # A task ran out of memory: the worker reports it and exits.
+        self.out_of_memory = False
 
     # -- the plain loop --------------------------------------------------------
 
     def serve(self) -> None:
-        while not (self.left == 0 or (self.stopping and not self.queue)):
+        while not (self.left == 0 or self.out_of_memory or (self.stopping and not self.queue)):
             if not self.queue:
                 self.accept(self.reader.read_blocking())
                 continue
@@ -136,6 +139,10 @@ class _Worker:
             value = _call(func, loads(payload, buffers), mode)
             if isinstance(value, types.CoroutineType):
                 value = self.async_loop().run_until_complete(value)
+        except MemoryError as error:
+            self.markers.finish(index)
+            self.send_out_of_memory(index, error, time.perf_counter() - start)
+            return
         except BaseException as error:  # every failure goes to the caller
             self.markers.finish(index)
             self.send_error(index, error, time.perf_counter() - start)
@@ -160,6 +167,10 @@ class _Worker:
         buffers: list[pickle.PickleBuffer] = []
         try:
             data = dumps(value, buffers)
+        except MemoryError as error:
+            del value, buffers
+            self.send_out_of_memory(index, error, seconds)
+            return
         except Exception as error:
             _note(error, "aiomp: the task's result could not be pickled")
             self.send_error(index, error, seconds)
@@ -168,6 +179,18 @@ class _Worker:
 
     def send_error(self, index: int, error: BaseException, seconds: float) -> None:
         self.send(index, _wire.ERROR, dump_error(error), [], seconds)
+
+    def send_out_of_memory(self, index: int, error: MemoryError, seconds: float) -> None:
+        """Report a task that ran out of memory, then retire.
+
+        What the task allocated may still be held (by module state, or by a
+        heap too fragmented to shrink), so no further task runs here: the
+        caller gets ``WorkerDiedError`` and a fresh worker takes this one's place.
+        """
+        if error.__traceback__ is not None:
+            traceback.clear_frames(error.__traceback__)  # let go of the task's locals first
+        self.out_of_memory = True
+        self.send(index, _wire.OUT_OF_MEMORY, dump_error(error), [], seconds)
 
     def send(self, index: int, status: int, data: bytes, buffers: list[pickle.PickleBuffer], seconds: float) -> None:
         head = pickle.dumps((_wire.RESULT, index, status, data, len(buffers), seconds), 5)
@@ -191,8 +214,8 @@ class _Worker:
             self.semaphore = asyncio.Semaphore(self.concurrency)
         loop.add_reader(self.fd, self.on_readable)
         try:
-            while not self.gone:
-                while self.queue and not self.gone:
+            while not (self.gone or self.out_of_memory):
+                while self.queue and not (self.gone or self.out_of_memory):
                     task = self.queue[0]
                     if not task[5] and not self.running:
                         return  # only plain tasks left: back to the plain loop
@@ -251,10 +274,13 @@ class _Worker:
     def finished(self, index: int, job: asyncio.Task[tuple[object, float]]) -> None:
         del self.running[index]
         if job.cancelled():
-            self.send(index, _wire.CANCELLED, b"", [], 0.0)
+            if not self.out_of_memory:  # else it was running: it fails as the worker exits
+                self.send(index, _wire.CANCELLED, b"", [], 0.0)
         else:
             error = job.exception()
-            if error is not None:
+            if isinstance(error, MemoryError):
+                self.send_out_of_memory(index, error, 0.0)
+            elif error is not None:
                 self.send_error(index, error, 0.0)
             else:
                 value, seconds = job.result()
@@ -287,10 +313,17 @@ def worker_main(
     concurrency: int,
     niceness: int = 0,
     logs: tuple[Any, Any] | None = None,
+    lifeline: Any = None,
 ) -> None:
     """The target of every worker process."""
     # The parent decides what Ctrl-C means; a worker must not print a traceback.
+    # The parent started it with SIGINT blocked, so one that came meanwhile is
+    # pending: ignoring the signal before unblocking it discards that one too.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if lifeline is not None:
+        _lifeline.arm(lifeline)  # die with the parent, however it ends
     if niceness and hasattr(os, "nice"):
         # Below the parent's priority: its event loop wins the CPU when they compete.
         os.nice(niceness)
@@ -318,3 +351,5 @@ def worker_main(
         if worker.loop is not None:
             worker.loop.close()
         conn.close()
+    if worker.out_of_memory:
+        sys.exit(_wire.EXIT_OUT_OF_MEMORY)

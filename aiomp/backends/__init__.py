@@ -64,7 +64,8 @@ class PoolStatistics:
     tasks_running: int
     #: Tasks finished, successfully or with an error.
     tasks_completed: int
-    #: Workers that exited early (crash, kill, ``maxtasksperchild``) and were replaced.
+    #: Workers that exited early (crash, kill, out of memory, ``maxtasksperchild``, or
+    #: while starting) and were replaced.
     workers_restarted: int
 
 
@@ -97,6 +98,9 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def terminate(self) -> None:
         """Fail every unfinished task with ``PoolClosedError`` and stop the workers now."""
+
+    def abandon(self) -> None:  # noqa: B027 - optional, does nothing by default
+        """The pool was garbage-collected while running: stop the work now, without awaiting."""
 
     @abc.abstractmethod
     def statistics(self) -> PoolStatistics:

@@ -33,6 +33,7 @@ import multiprocessing
 import multiprocessing.context
 import os
 import pickle
+import signal
 import sys
 from collections import deque
 from collections.abc import MutableSequence
@@ -41,7 +42,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from .. import _fd, _logs, _serialize, _wire
+from .. import _fd, _lifeline, _logs, _serialize, _wire
 from .._exceptions import BrokenPoolError, PoolClosedError, WorkerDiedError
 from .._worker import worker_main
 from . import Backend, PoolStatistics, Task
@@ -154,12 +155,15 @@ class LocalBackend(Backend):
         self._loading = 0  # large results being unpickled in a thread
         self._restarted = 0
         self._idle = anyio.Event()
+        self._lifeline: _lifeline.Lifeline | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self, task_group: TaskGroup) -> None:
         self._tg = task_group
         self._state = _State.RUN
+        if sys.platform != "win32":  # pragma: no branch - POSIX pipes and signals
+            self._lifeline = _lifeline.Lifeline(self._ctx)
         if self._levels is not None:
             task_group.start_soon(self._listener.run)
         async with anyio.create_task_group() as starting:
@@ -197,7 +201,16 @@ class LocalBackend(Backend):
                 await worker.done.wait()
         # Every bound is spent: a process stuck in the kernel even after SIGKILL
         # does not hold up the caller (the pool's exit reaps what it can).
+        if self._lifeline is not None:
+            self._lifeline.cut()  # any worker still starting dies as it arms
         self._check_idle()
+
+    def abandon(self) -> None:
+        self._state = _State.TERMINATE
+        for worker in self._workers.values():
+            worker.signal(kill=True)
+        if self._lifeline is not None:
+            self._lifeline.cut()  # also ends a worker that is starting right now
 
     def statistics(self) -> PoolStatistics:
         running = sum(len(w.outstanding) for w in self._workers.values())
@@ -340,6 +353,7 @@ class LocalBackend(Backend):
                 self._concurrency,
                 self._niceness,
                 None if logs is None else logs.child_config(levels),
+                None if self._lifeline is None else self._lifeline.child_end,
             ),
             name=f"aiomp-worker-{slot}",
             daemon=True,
@@ -350,7 +364,7 @@ class LocalBackend(Backend):
         self._workers[slot] = worker
         self._dispatch()
         try:
-            await anyio.to_thread.run_sync(process.start, abandon_on_cancel=False)
+            await anyio.to_thread.run_sync(_start, process, abandon_on_cancel=False)
         except BaseException as error:
             child_end.close()
             if logs is not None:
@@ -433,6 +447,8 @@ class LocalBackend(Backend):
 
     def _result(self, worker: _Worker, message: tuple[Any, ...], buffers: list[_wire.Buffer]) -> None:
         index, status, seconds = message[1], message[2], message[5]
+        if status == _wire.OUT_OF_MEMORY:
+            worker.dead = True  # it exits next: hand it nothing more
         task = worker.outstanding.pop(index, None)
         if task is None:
             return
@@ -539,10 +555,9 @@ class LocalBackend(Backend):
             if self._startup_failures >= _STARTUP_FAILURES:
                 self._break(worker, exitcode, start_error)
                 return
-        else:
-            self._restarted += 1
         if self._state is _State.RUN or (self._pending and self._state is _State.CLOSE):
             assert self._tg is not None
+            self._restarted += 1
             self._tg.start_soon(self._start_worker, worker.slot)
         self._dispatch()
         self._check_idle()
@@ -587,12 +602,41 @@ class LocalBackend(Backend):
             self._idle.set()
 
 
+def _start(process: multiprocessing.process.BaseProcess) -> None:
+    """Start a worker with SIGINT blocked, so Ctrl-C cannot reach it before it ignores the signal.
+
+    The mask is this thread's and the child inherits it (through exec too); the
+    worker unblocks SIGINT once it ignores it. The forkserver, though, is started
+    first with the mask as it was: its other children are not workers.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
+        process.start()
+        return
+    if process._start_method == "forkserver":  # type: ignore[attr-defined]
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _load_result(message: tuple[Any, ...], buffers: list[_wire.Buffer]) -> tuple[bool, Any]:
     """Unpickle a result message: ``(True, value)`` or ``(False, exception)``."""
     _, _, status, data, nbuf, _ = message
     try:
         if status == _wire.ERROR:
             return False, _serialize.load_error(data)
+        if status == _wire.OUT_OF_MEMORY:
+            cause = _serialize.load_error(data)
+            what = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+            error = WorkerDiedError(
+                _wire.EXIT_OUT_OF_MEMORY, f"the task ran out of memory ({what}); a new worker replaces it"
+            )
+            error.__cause__ = cause
+            return False, error
         return True, _serialize.loads(data, buffers[:nbuf])
     except Exception as error:
         if hasattr(error, "add_note"):
