@@ -18,6 +18,7 @@ import math
 import multiprocessing
 import multiprocessing.context
 import sys
+import warnings
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -245,6 +246,7 @@ class Pool:
         self._tg: TaskGroup | None = None
         self._new_event: Callable[[], _Event] = anyio.Event
         self._entered = False
+        self._exited = False
         self._closed = False
         # map_async calls still reading an async iterable: the backend is closed
         # only once they have submitted their tasks.
@@ -289,6 +291,7 @@ class Pool:
     ) -> bool | None:
         tg = self._tg
         assert tg is not None, "Pool.__aexit__ without __aenter__"
+        self._exited = True
         try:
             if exc_type is None:
                 self.close()
@@ -299,8 +302,23 @@ class Pool:
             with anyio.CancelScope(shield=True):
                 await self.terminate()
             tg.cancel_scope.cancel()
-            await tg.__aexit__(None, None, None)
+            try:
+                await tg.__aexit__(None, None, None)
+            except anyio.get_cancelled_exc_class():
+                # The block itself was cancelled (Ctrl-C under asyncio.run, say):
+                # that cancellation goes on, without a second one chained to it.
+                if not isinstance(exc, anyio.get_cancelled_exc_class()):
+                    raise
         return None
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if getattr(self, "_tg", None) is not None and not self._exited:
+            _warn(
+                f"{self!r} was never exited; its workers are killed now. Use `async with aiomp.Pool() as pool:`",
+                ResourceWarning,
+                source=self,
+            )
+            self._backend.abandon()
 
     def close(self) -> None:
         """Take no more work; the work already submitted still runs. Then ``await join()``."""
@@ -677,6 +695,8 @@ class IMapIterator(AsyncIterator[R]):
     async def __anext__(self) -> R:
         while True:
             if self._ready:
+                if self._feeder is not None:
+                    self._room.set()  # an async source may read on once results are taken
                 return self._ready.popleft()  # type: ignore[no-any-return]
             if self._error is not None:
                 error, self._error = self._error, None
@@ -703,20 +723,25 @@ class IMapIterator(AsyncIterator[R]):
             self._wakeup = anyio.Event()
 
     def _has_room(self) -> bool:
-        return len(self._inflight) + len(self._done) < self.window
+        # Results not consumed yet count too, a chunk's worth at a time.
+        ready = -(-len(self._ready) // self._chunksize)
+        return len(self._inflight) + len(self._done) + ready < self.window
 
     def _feed_sync(self) -> None:
         """Read one chunk from a sync source and submit it."""
         assert self._source is not None
+        chunk: list[Any] = []
         try:
-            chunk = list(itertools.islice(self._source, self._chunksize))
+            for item in self._source:
+                chunk.append(item)
+                if len(chunk) == self._chunksize:
+                    break
+            else:
+                self._exhausted = True
         except Exception as error:
-            self._source_failed(error)
-            return
+            self._source_failed(error)  # the items read before it still run
         if chunk:
             self._submit(chunk)
-        else:
-            self._exhausted = True
 
     def _start_feeder(self) -> None:
         assert self._tg is not None
@@ -726,13 +751,13 @@ class IMapIterator(AsyncIterator[R]):
     async def _feed_async(self, scope: anyio.CancelScope) -> None:
         """Read an async source chunk by chunk while the window has room."""
         assert self._async_source is not None
+        chunk: list[Any] = []
         with scope:
             try:
                 while not self._exhausted:
                     while not self._has_room():
                         await self._room.wait()
                         self._room = anyio.Event()
-                    chunk: list[Any] = []
                     while len(chunk) < self._chunksize:
                         try:
                             chunk.append(await self._async_source.__anext__())
@@ -741,8 +766,11 @@ class IMapIterator(AsyncIterator[R]):
                             break
                     if chunk and not self._closed:
                         self._submit(chunk)
+                        chunk = []
             except Exception as error:
                 self._source_failed(error)
+                if chunk and not self._closed:  # the items read before it still run
+                    self._submit(chunk)
             finally:
                 self._wakeup.set()
 
