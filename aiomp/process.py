@@ -17,6 +17,7 @@ import multiprocessing
 import multiprocessing.process
 import socket
 import threading
+import warnings
 from collections.abc import Callable, Coroutine, Mapping
 from multiprocessing import reduction
 from types import TracebackType
@@ -79,6 +80,7 @@ class Process:
         )
         self._started = False
         self._exited: _fd.SharedWait | None = None
+        self._released = False  # a join() saw the child's exit, or close() released it
 
     # -- the standard attributes ---------------------------------------------------
 
@@ -89,6 +91,8 @@ class Process:
 
     @name.setter
     def name(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"name must be a str, not {type(value).__name__}")
         self._process.name = value
 
     @property
@@ -98,6 +102,8 @@ class Process:
 
     @daemon.setter
     def daemon(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"daemon must be a bool, not {type(value).__name__}")
         self._process.daemon = value
 
     @property
@@ -132,11 +138,17 @@ class Process:
     def close(self) -> None:
         """Release the process's resources; ``ValueError`` while it still runs."""
         self._process.close()
+        self._released = True
         if self._logs is not None:
             self._logs.close()
 
     def __repr__(self) -> str:
         return f"<aiomp.Process {self._process!r}>"
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        # Started, and neither joined nor closed: the child may still run, or be a zombie.
+        if getattr(self, "_exited", None) is not None and not self._released:
+            _warn(f"{self!r} was started and never joined or closed", ResourceWarning, source=self)
 
     # -- starting and joining ------------------------------------------------------
 
@@ -205,6 +217,7 @@ class Process:
                 await self._exited.wait()
         if self._process.exitcode is not None:
             self._process.join(0)  # drop it from multiprocessing's list of children
+            self._released = True
             if self._logs is not None:
                 # Everything the child logged is in the channel now.
                 await uncancellable(self._logs.drain)

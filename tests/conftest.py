@@ -1,7 +1,10 @@
 """Every test runs on asyncio, uvloop and trio; pool tests also on spawn and forkserver.
 
 Around each test we check that nothing leaked: no child process is left (besides
-multiprocessing's own long-lived helpers) and no file descriptor stayed open.
+multiprocessing's own long-lived helpers), no file descriptor stayed open, no
+named semaphore or shared-memory segment was left in ``/dev/shm``, and nothing
+this process registered with multiprocessing's resource tracker is still
+registered (the tracker would report it as leaked at exit).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import gc
 import multiprocessing
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -64,9 +68,69 @@ def _fds() -> dict[int, str]:
     return out
 
 
+_SHM = "/dev/shm"
+_SHM_PREFIXES = ("sem.mp-", "psm_", "mp-", "aiomp")  # what multiprocessing and aiomp create there
+
+
+def _shm() -> set[str]:
+    try:
+        return {name for name in os.listdir(_SHM) if name.startswith(_SHM_PREFIXES)}
+    except OSError:  # no /dev/shm here
+        return set()
+
+
+def _ours(names: set[str]) -> set[str]:
+    """The entries this test run made for sure: mapped by one of its processes, or
+    registered by this process with the resource tracker.
+
+    ``/dev/shm`` is shared by the whole machine: a parallel run's semaphores, or those
+    left by a run that was killed with its resource tracker, are not this test's leaks.
+    """
+    if not names:
+        return set()
+    me = psutil.Process()
+    tree = [me.pid, *(p.pid for p in me.children(recursive=True))]
+    registered = {name.lstrip("/") for name, _ in _registered()}
+    ours = {name for name in names if name in registered or name.removeprefix("sem.") in registered}
+    for pid in tree:
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/maps") as maps:
+                text = maps.read()
+            ours |= {name for name in names if f"{_SHM}/{name}" in text}
+    return ours
+
+
+_tracked: Counter[tuple[str, str]] = Counter()
+
+
+def _track_resources() -> None:
+    """Count what this process registers with the resource tracker, and unregisters."""
+    from multiprocessing import resource_tracker
+
+    register, unregister = resource_tracker.register, resource_tracker.unregister
+
+    def counting_register(name: str, rtype: str) -> None:
+        _tracked[(name, rtype)] += 1
+        register(name, rtype)
+
+    def counting_unregister(name: str, rtype: str) -> None:
+        _tracked[(name, rtype)] -= 1
+        if not _tracked[(name, rtype)]:
+            del _tracked[(name, rtype)]
+        unregister(name, rtype)
+
+    resource_tracker.register = counting_register
+    resource_tracker.unregister = counting_unregister
+
+
+def _registered() -> set[tuple[str, str]]:
+    return {key for key, count in _tracked.items() if count > 0}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _warm_helpers() -> None:
     """Start multiprocessing's shared helpers once, so they do not count as leaks."""
+    _track_resources()
     for method in START_METHODS:
         ctx = multiprocessing.get_context(method)
         ctx.RawArray("q", 1)  # the shared heap's arena stays open for the session
@@ -85,6 +149,8 @@ def _warm_helpers() -> None:
 def no_leaks() -> Iterator[None]:
     before_fds = _fds()
     before_children = _children()
+    before_shm = _shm()
+    before_registered = _registered()
     yield
     # Give exiting children a moment to be reaped by the kernel.
     import time
@@ -98,13 +164,22 @@ def no_leaks() -> Iterator[None]:
             psutil.Process(pid).kill()
     assert not leaked_children, f"child processes left running: {leaked_children}"
     after = _fds()
-    if any(before_fds.get(fd) != target for fd, target in after.items()):
+    if (
+        any(before_fds.get(fd) != target for fd, target in after.items())
+        or _ours(_shm() - before_shm)
+        or _registered() - before_registered
+    ):
         # A cancelled wait leaves a cycle (exception, traceback, frames) that keeps the
-        # primitive it waited on, and so its descriptors, alive until the collector
-        # runs. A full collection costs ~30 ms: only when it may help.
+        # primitive it waited on, and so its descriptors and semaphores, alive until the
+        # collector runs. A full collection costs ~30 ms: only when it may help.
         gc.collect()
         after = _fds()
     leaked = {fd: target for fd, target in after.items() if before_fds.get(fd) != target}
     # The shared heap may grow a new arena (a memory file) for start markers.
     leaked = {fd: t for fd, t in leaked.items() if "pym-" not in t}
     assert not leaked, f"file descriptors left open: {leaked}"
+    new_in_shm = _shm() - before_shm
+    left_in_shm = _ours(new_in_shm) if new_in_shm else set()
+    assert not left_in_shm, f"left in {_SHM}: {sorted(left_in_shm)}"
+    still_registered = _registered() - before_registered
+    assert not still_registered, f"the resource tracker would report these as leaked: {sorted(still_registered)}"

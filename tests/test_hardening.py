@@ -1,0 +1,180 @@
+"""Whatever happens to the parent, its workers do not outlive it; leaks are reported.
+
+The parent-death and Ctrl-C tests run ``tests/_victim.py`` in its own session
+(as a terminal would run a program), with two workers busy (one in a C call
+that holds the GIL), then end it and watch the worker processes.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import pytest
+
+import aiomp
+
+from . import _work
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parent.parent
+LOOPS = ["asyncio", "uvloop", "trio"] if sys.platform != "win32" else ["asyncio", "trio"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+class _Victim:
+    def __init__(self, loop: str, start_method: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests._victim", loop, start_method],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own process group, like a program run from a shell
+        )
+        self.workers: list[int] = []
+        assert self.proc.stdout is not None
+        try:
+            # The pool starts within seconds; the suite's timeout covers a hang.
+            while len(self.workers) < 2:
+                line = self.proc.stdout.readline()
+                if not line:
+                    break
+                kind, pid = line.split()
+                assert kind == "worker", line
+                self.workers.append(int(pid))
+            assert len(self.workers) == 2, self.finish()[1]
+        except BaseException:
+            self.kill()
+            raise
+        time.sleep(0.2)  # both are inside their task now
+
+    def wait_for_workers(self, limit: float) -> float:
+        """Seconds until every worker has exited (at most ``limit``)."""
+        start = time.monotonic()
+        while any(_alive(pid) for pid in self.workers) and time.monotonic() - start < limit:
+            time.sleep(0.005)
+        return time.monotonic() - start
+
+    def finish(self) -> tuple[int | None, str]:
+        try:
+            _, err = self.proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            err = "(still running)"
+        self.kill()
+        return self.proc.returncode, err
+
+    def kill(self) -> None:
+        for pid in self.workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "os._exit"])
+def test_workers_die_with_their_parent(loop: str, start_method: str, how: str) -> None:
+    victim = _Victim(loop, start_method)
+    try:
+        os.kill(victim.proc.pid, signal.SIGUSR1 if how == "os._exit" else getattr(signal, how))
+        took = victim.wait_for_workers(5)
+        assert not [pid for pid in victim.workers if _alive(pid)], f"workers outlived the parent by {took:.1f} s"
+        code, err = victim.finish()
+        assert code == {"SIGKILL": -signal.SIGKILL, "SIGTERM": -signal.SIGTERM, "os._exit": 3}[how], err
+    finally:
+        victim.kill()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_ctrl_c_gives_one_keyboard_interrupt_and_no_worker_output(loop: str, start_method: str) -> None:
+    victim = _Victim(loop, start_method)
+    try:
+        os.killpg(victim.proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+        took = victim.wait_for_workers(5)
+        assert not [pid for pid in victim.workers if _alive(pid)], f"workers outlived Ctrl-C by {took:.1f} s"
+        code, err = victim.finish()
+        assert code == -signal.SIGINT, err
+        assert err.rstrip().splitlines()[-1] == "KeyboardInterrupt", err
+        # One KeyboardInterrupt traceback from the parent; under asyncio, chained to the
+        # CancelledError that asyncio.run uses to stop the main task.
+        assert err.count("Traceback (most recent call last)") <= (1 if loop == "trio" else 2), err
+        assert "aiomp-worker" not in err and "Process " not in err, err  # no worker spoke
+        assert "resource_tracker" not in err and "leaked" not in err, err
+    finally:
+        victim.kill()
+
+
+_ABANDON = """
+import asyncio, gc, os, sys, time
+import aiomp
+
+async def main():
+    pool = aiomp.Pool(1, context=sys.argv[1])
+    await pool.__aenter__()
+    pid = await pool.apply(os.getpid)
+    print(pid, flush=True)
+    del pool
+    gc.collect()
+    await asyncio.sleep(0.5)  # its worker is killed at once
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_a_pool_never_exited_warns_and_kills_its_workers(tmp_path: Path, start_method: str) -> None:
+    script = tmp_path / "abandon.py"
+    script.write_text(_ABANDON)
+    done = subprocess.run(
+        [sys.executable, "-W", "always::ResourceWarning", str(script), start_method],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "ResourceWarning" in done.stderr and "was never exited" in done.stderr, done.stderr
+    pid = int(done.stdout.split()[0])
+    assert not _alive(pid)
+
+
+async def test_a_process_never_joined_warns(anyio_backend: Any) -> None:
+    process = aiomp.Process(target=_work.sleep, args=(30,))
+    await process.start()
+    process.kill()
+    pid = process.pid
+    with pytest.warns(ResourceWarning, match="never joined or closed"):
+        del process
+        gc.collect()
+    # As with multiprocessing, a later look at the children reaps it.
+    deadline = time.monotonic() + 5
+    while pid in {p.pid for p in multiprocessing.active_children()} and time.monotonic() < deadline:
+        await anyio.sleep(0.01)
+    gc.collect()
+
+
+async def test_a_joined_process_does_not_warn(anyio_backend: Any) -> None:
+    process = aiomp.Process(target=_work.inc, args=(1,))
+    await process.start()
+    await process.join()
+    del process
+    gc.collect()  # warnings are errors in this suite
