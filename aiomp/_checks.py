@@ -11,10 +11,26 @@ import inspect
 import math
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.synchronize
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["check_args", "check_kwds", "check_timeout", "context", "is_async", "non_negative_int", "positive_int"]
+__all__ = [
+    "SEM_VALUE_MAX",
+    "blocking_timeout",
+    "check_args",
+    "check_block",
+    "check_kwds",
+    "check_timeout",
+    "context",
+    "is_async",
+    "non_negative_int",
+    "positive_int",
+    "semaphore_value",
+]
+
+SEM_VALUE_MAX: int = multiprocessing.synchronize.SEM_VALUE_MAX  # type: ignore[attr-defined]  # a semaphore's top count
 
 
 def check_timeout(timeout: float | None, name: str = "timeout") -> None:
@@ -25,6 +41,21 @@ def check_timeout(timeout: float | None, name: str = "timeout") -> None:
         raise TypeError(f"{name} must be a number of seconds or None, not {type(timeout).__name__}")
     if math.isnan(timeout) or timeout < 0:
         raise ValueError(f"{name} must be a non-negative number of seconds, not {timeout!r}")
+
+
+def blocking_timeout(timeout: float | None, name: str = "timeout") -> float | None:
+    """A checked timeout for a blocking call, with inf made None: what SemLock, poll()
+    and the deadline helpers take for "wait for ever" (they fail on inf)."""
+    check_timeout(timeout, name)
+    return None if timeout == math.inf else timeout
+
+
+def check_block(block: object) -> None:
+    """``block`` is a bool (or any integer, which the standard library's SemLock takes too)."""
+    try:
+        operator.index(block)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"block must be a bool, not {type(block).__name__}") from None
 
 
 def positive_int(name: str, value: object) -> int:
@@ -43,6 +74,14 @@ def non_negative_int(name: str, value: object) -> int:
     return value
 
 
+def semaphore_value(name: str, value: object) -> int:
+    """A semaphore's initial count: an int from 0 to the platform's ``SEM_VALUE_MAX``."""
+    count = non_negative_int(name, value)
+    if count > SEM_VALUE_MAX:
+        raise ValueError(f"{name} must be at most {SEM_VALUE_MAX}, not {count}")
+    return count
+
+
 def check_args(args: object) -> tuple[Any, ...]:
     if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
         raise TypeError(f"args must be a tuple of arguments, not {type(args).__name__}")
@@ -52,6 +91,9 @@ def check_args(args: object) -> tuple[Any, ...]:
 def check_kwds(kwds: object, name: str = "kwds") -> dict[str, Any]:
     if not isinstance(kwds, Mapping):
         raise TypeError(f"{name} must be a mapping of keyword arguments, not {type(kwds).__name__}")
+    for key in kwds:
+        if not isinstance(key, str):
+            raise TypeError(f"{name} keys must be str, not {type(key).__name__}")
     return dict(kwds)
 
 

@@ -150,6 +150,9 @@ def deadline_after(timeout: float | None) -> float | None:
     return None if timeout is None else time.monotonic() + timeout
 
 
+_MAX_POLL_MS = 2**31 - 1
+
+
 def block_until(fd: int, writable: bool, deadline: float | None) -> bool:
     """Block the calling thread until ``fd`` is ready or ``deadline`` passes.
 
@@ -166,6 +169,7 @@ def block_until(fd: int, writable: bool, deadline: float | None) -> bool:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return bool(poller.poll(0))  # a deadline already reached still looks once
-            wait_ms = max(1, int(remaining * 1000 + 0.999))
+            # poll() takes at most about 24.8 days; a longer wait takes several.
+            wait_ms = min(max(1, int(remaining * 1000 + 0.999)), _MAX_POLL_MS)
         if poller.poll(wait_ms):
             return True

@@ -21,6 +21,7 @@ import errno
 import io
 import itertools
 import mmap
+import operator
 import os
 import pickle
 import socket
@@ -37,7 +38,7 @@ import anyio.lowlevel
 from typing_extensions import Buffer, Self
 
 from . import _fd, _serialize
-from ._checks import check_timeout
+from ._checks import blocking_timeout
 
 __all__ = ["Connection", "Pipe"]
 
@@ -221,6 +222,8 @@ class Connection:
     """
 
     def __init__(self, sock: socket.socket, readable: bool = True, writable: bool = True) -> None:
+        if not isinstance(sock, socket.socket):
+            raise TypeError(f"sock must be a socket.socket, not {type(sock).__name__}")
         if not readable and not writable:
             raise ValueError("at least one of readable and writable must be True")
         fd = sock.fileno()
@@ -346,7 +349,12 @@ class Connection:
     # -- receiving -----------------------------------------------------------------
 
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
-        """Block until a message arrives and return it; ``EOFError`` at the end."""
+        """Block until a message arrives and return it; ``EOFError`` at the end.
+
+        A message longer than ``maxlength`` raises ``OSError`` and, as in the standard
+        library, this end reads no more (it is closed if it cannot send either).
+        """
+        maxlength = _check_maxlength(maxlength)
         data = self._recv_blocking(maxlength, None)
         return data if isinstance(data, bytes) else _to_bytes(data)
 
@@ -356,10 +364,9 @@ class Connection:
         Raises ``multiprocessing.BufferTooShort`` (carrying the message) if it
         does not fit.
         """
+        view = _view(buf, writable=True)
+        offset = _check_offset(offset, len(view))
         data = self._recv_blocking(None, None)
-        view = memoryview(buf).cast("B")
-        if offset < 0 or offset > len(view):
-            raise ValueError(f"offset must be between 0 and {len(view)}, not {offset}")
         if len(data) > len(view) - offset:
             raise BufferTooShort(bytes(data))
         view[offset : offset + len(data)] = data
@@ -375,7 +382,7 @@ class Connection:
 
         ``None`` waits for ever.
         """
-        check_timeout(timeout)
+        timeout = blocking_timeout(timeout)
         fd = self._check("read")
         if self._unread or self._reader.in_message:
             return True
@@ -388,7 +395,7 @@ class Connection:
             return data  # type: ignore[no-any-return]
         self._reader.limit = maxlength
         while True:
-            message = self._reader.read(True)
+            message = self._read(True)
             if message is not None:
                 return message
             _fd.block_until(fd, False, deadline)  # an event loop elsewhere made the socket non-blocking
@@ -396,8 +403,10 @@ class Connection:
     async def arecv_bytes(self, maxlength: int | None = None) -> bytes:
         """Await a message and return it; ``EOFError`` once the peer closed and it is drained.
 
-        If cancelled, nothing is lost: the next receive returns the message.
+        If cancelled, nothing is lost: the next receive returns the message. A message
+        longer than ``maxlength`` is handled as by ``recv_bytes``.
         """
+        maxlength = _check_maxlength(maxlength)
         data = await self._arecv(maxlength)
         if isinstance(data, bytes):
             return data
@@ -434,11 +443,22 @@ class Connection:
         reader = self._reader
         reader.limit = maxlength
         while True:
-            message = reader.read(False)
+            message = self._read(False)
             if message is not None:
                 return message
             await self._rwait.wait()
             self._check("read")
+
+    def _read(self, block: bool) -> bytes | bytearray | None:
+        try:
+            return self._reader.read(block)
+        except OSError as error:
+            if error.errno == errno.EMSGSIZE:  # over maxlength: its body is left unread, so stop reading
+                if self._writable:
+                    self._readable = False
+                else:
+                    self.close()
+            raise
 
     def __aiter__(self) -> Self:
         return self
@@ -544,14 +564,51 @@ def _release(data: Any) -> None:
 
 
 def _slice(buf: Buffer, offset: int, size: int | None) -> memoryview:
-    view = memoryview(buf).cast("B")
-    if offset < 0 or offset > len(view):
-        raise ValueError(f"offset must be between 0 and {len(view)}, not {offset}")
+    view = _view(buf)
+    offset = _check_offset(offset, len(view))
     if size is None:
         size = len(view) - offset
-    elif size < 0 or offset + size > len(view):
-        raise ValueError(f"size must be between 0 and {len(view) - offset}, not {size}")
+    else:
+        size = _index("size", size, "an int or None")
+        if not 0 <= size <= len(view) - offset:
+            raise ValueError(f"size must be between 0 and {len(view) - offset}, not {size}")
     return view[offset : offset + size]
+
+
+def _view(buf: object, writable: bool = False) -> memoryview:
+    """``buf``'s bytes, or ``TypeError`` naming it."""
+    try:
+        view = memoryview(buf)  # type: ignore[arg-type]
+    except TypeError:
+        view = None
+    if view is None or (writable and view.readonly):
+        kind = "a writable bytes-like object" if writable else "a bytes-like object"
+        raise TypeError(f"buf must be {kind}, not {type(buf).__name__}")
+    return view.cast("B")
+
+
+def _index(name: str, value: object, kind: str = "an int") -> int:
+    """``value`` as an int: an int or any integer type but bool (as slicing takes), or ``TypeError``."""
+    if not isinstance(value, bool):
+        with contextlib.suppress(TypeError):
+            return operator.index(value)  # type: ignore[arg-type]
+    raise TypeError(f"{name} must be {kind}, not {type(value).__name__}")
+
+
+def _check_offset(offset: object, length: int) -> int:
+    offset = _index("offset", offset)
+    if not 0 <= offset <= length:
+        raise ValueError(f"offset must be between 0 and {length}, not {offset}")
+    return offset
+
+
+def _check_maxlength(maxlength: object) -> int | None:
+    if maxlength is None:
+        return None
+    maxlength = _index("maxlength", maxlength, "an int or None")
+    if maxlength < 0:
+        raise ValueError(f"maxlength must not be negative, not {maxlength}")
+    return maxlength
 
 
 def _rebuild(dup: Any, readable: bool, writable: bool) -> Connection:

@@ -43,7 +43,7 @@ import anyio.lowlevel
 from typing_extensions import Self
 
 from . import _fd, _serialize
-from ._checks import check_timeout
+from ._checks import SEM_VALUE_MAX, blocking_timeout, check_block, check_timeout
 from ._exceptions import QueueShutDown
 from .connection import _Reader, _Writer
 from .synchronize import _CTX, Condition, Lock, Semaphore
@@ -256,7 +256,8 @@ class _Queue:
         Raises ``queue.Full`` when no room came, ``QueueShutDown`` after
         ``shutdown()``.
         """
-        check_timeout(timeout)
+        check_block(block)
+        timeout = blocking_timeout(timeout)
         self._check_open()
         if self._flag.value:
             raise QueueShutDown
@@ -306,7 +307,8 @@ class _Queue:
         Raises ``queue.Empty`` when none came, ``QueueShutDown`` once the queue
         is shut down and drained.
         """
-        check_timeout(timeout)
+        check_block(block)
+        timeout = blocking_timeout(timeout)
         self._check_open()
         deadline = _fd.deadline_after(timeout if block else 0)
         if not self._rlock.acquire(block, timeout):
@@ -511,6 +513,8 @@ class Queue(_Queue):
     def __init__(self, maxsize: int = 0) -> None:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int):
             raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__}")
+        if maxsize > SEM_VALUE_MAX:
+            raise ValueError(f"maxsize must be at most {SEM_VALUE_MAX}, not {maxsize}")
         super().__init__(maxsize if maxsize > 0 else 0)
 
     def qsize(self) -> int:
@@ -540,9 +544,9 @@ class JoinableQueue(Queue):
     """
 
     def __init__(self, maxsize: int = 0) -> None:
+        super().__init__(maxsize)  # checks maxsize before anything is made
         self._unfinished: Any = _CTX.Semaphore(0)
         self._cond = Condition(Lock())
-        super().__init__(maxsize)
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (*super().__getstate__(), self._unfinished, self._cond)

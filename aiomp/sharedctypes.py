@@ -8,6 +8,7 @@ blocking: ``async with counter.get_lock(): counter.value += 1``.
 from __future__ import annotations
 
 import ctypes
+import sys
 from multiprocessing import sharedctypes
 from typing import Any
 
@@ -26,15 +27,20 @@ def _lock(lock: object) -> Lock | RLock | None:
     raise TypeError(f"lock must be True, False, an aiomp.Lock or an aiomp.RLock, not {type(lock).__name__}")
 
 
-def _typecode(typecode_or_type: object) -> None:
+def _typecode(typecode_or_type: object) -> Any:
+    """The ctypes type ``typecode_or_type`` stands for."""
     codes: dict[str, Any] = sharedctypes.typecode_to_type  # type: ignore[attr-defined]
     if isinstance(typecode_or_type, str):
         if typecode_or_type not in codes:
-            raise ValueError(f"typecode must be one of {sorted(codes)}, not {typecode_or_type!r}")
-    elif not (
+            raise ValueError(
+                f"typecode_or_type must be one of {sorted(codes)} or a ctypes type, not {typecode_or_type!r}"
+            )
+        return codes[typecode_or_type]
+    if not (
         isinstance(typecode_or_type, type) and issubclass(typecode_or_type, (ctypes._SimpleCData, ctypes.Structure))
     ):
         raise TypeError(f"typecode_or_type must be an array typecode or a ctypes type, not {typecode_or_type!r}")
+    return typecode_or_type
 
 
 def Value(typecode_or_type: Any, *args: Any, lock: Any = True) -> Any:
@@ -59,7 +65,7 @@ def Array(typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True) 
     values. Locking is as for ``Value``; the result supports indexing, slicing,
     ``len()`` and ``get_lock()``.
     """
-    _typecode(typecode_or_type)
+    ctype = _typecode(typecode_or_type)
     if isinstance(size_or_initializer, bool) or not isinstance(size_or_initializer, int):
         try:
             len(size_or_initializer)  # type: ignore[arg-type]
@@ -69,8 +75,14 @@ def Array(typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True) 
             ) from None
     elif size_or_initializer < 0:
         raise ValueError(f"size_or_initializer must not be negative, not {size_or_initializer}")
+    elif size_or_initializer * ctypes.sizeof(ctype) > sys.maxsize:  # ctypes' limit on an array's bytes
+        most = sys.maxsize // ctypes.sizeof(ctype)
+        raise ValueError(f"size_or_initializer must be at most {most} for {ctype.__name__}, not {size_or_initializer}")
     guard = _lock(lock)
-    obj = sharedctypes.RawArray(typecode_or_type, size_or_initializer)
+    try:
+        obj = sharedctypes.RawArray(typecode_or_type, size_or_initializer)
+    except TypeError as error:  # an initial value the type cannot hold
+        raise TypeError(f"size_or_initializer must hold {ctype.__name__} values: {error}") from None
     if guard is None:
         return obj
     return sharedctypes.synchronized(obj, guard)  # type: ignore[call-overload]

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from ._checks import check_timeout, non_negative_int, positive_int
+from ._checks import blocking_timeout, check_block, check_timeout, non_negative_int, positive_int, semaphore_value
 from ._doorbell import Doorbell, acquire_async, uncancellable
 
 __all__ = ["Barrier", "BoundedSemaphore", "Condition", "Event", "Lock", "RLock", "Semaphore"]
@@ -58,7 +58,8 @@ class _SemBase:
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         """Take a unit, blocking the calling thread up to ``timeout`` seconds; True if taken."""
-        check_timeout(timeout)
+        check_block(block)
+        timeout = blocking_timeout(timeout)
         return bool(self._sem.acquire(block, timeout))
 
     def release(self) -> None:
@@ -113,7 +114,7 @@ class Semaphore(_SemBase):
     """
 
     def __init__(self, value: int = 1) -> None:
-        non_negative_int("value", value)
+        semaphore_value("value", value)
         self._setup(_CTX.Semaphore(value), _CTX.Semaphore(0), Doorbell())
 
     def get_value(self) -> int:
@@ -132,7 +133,7 @@ class BoundedSemaphore(Semaphore):
     """A semaphore whose ``release`` raises ``ValueError`` above its initial value."""
 
     def __init__(self, value: int = 1) -> None:
-        non_negative_int("value", value)
+        semaphore_value("value", value)
         self._setup(_CTX.BoundedSemaphore(value), _CTX.Semaphore(0), Doorbell())
 
 
@@ -289,7 +290,7 @@ class Condition:
 
         Returns False if the timeout expired, True otherwise.
         """
-        check_timeout(timeout)
+        timeout = blocking_timeout(timeout)
         self._check_owned("wait")
         self._sleepers.value += 1
         state = self._lock._release_save()
@@ -325,7 +326,7 @@ class Condition:
     def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
         """Block until ``predicate()`` is true or ``timeout``; return its last value."""
         _check_predicate(predicate)
-        check_timeout(timeout)
+        timeout = blocking_timeout(timeout)
         deadline = None if timeout is None else _monotonic() + timeout
         result = predicate()
         while not result:
@@ -416,7 +417,7 @@ class Event:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the flag is set or ``timeout``; return the flag."""
-        check_timeout(timeout)
+        timeout = blocking_timeout(timeout)
         with self._cond:
             if not self._flag.value:
                 self._cond.wait(timeout)
@@ -447,7 +448,7 @@ class Barrier(threading.Barrier):
         positive_int("parties", parties)
         if action is not None and not callable(action):
             raise TypeError(f"action must be callable or None, not {type(action).__name__}")
-        check_timeout(timeout)
+        timeout = blocking_timeout(timeout)  # inf: no default limit
         state = sharedctypes.RawArray("i", 2)  # [state, count], guarded by the condition
         self.__setstate__((parties, action, timeout, Condition(Lock()), state))
 
@@ -476,7 +477,7 @@ class Barrier(threading.Barrier):
 
     def wait(self, timeout: float | None = None) -> int:
         """Block until all parties have arrived; return this arrival's index."""
-        check_timeout(timeout)
+        check_timeout(timeout)  # inf is left as it is (no limit): None would mean the barrier's default
         return super().wait(timeout)
 
     async def await_(self, timeout: float | None = None) -> int:
