@@ -34,10 +34,12 @@ from typing import Any
 
 __all__ = ["Lifeline", "arm"]
 
-# Write ends this process holds. A worker started with the fork start method
-# inherits them (each would keep its own and its siblings' pipes open): it
-# closes them before it arms its own read end.
+# Write ends this process holds. A child forked without exec (the fork start
+# method, os.fork, a stdlib Pool) inherits them and would keep every pipe open
+# after the parent died: it closes them as it starts (the at-fork hook below).
+# Descriptors are CLOEXEC, so children that exec (spawn, forkserver) never hold them.
 _WRITE_ENDS: set[int] = set()
+_WRITE_ENDS_LOCK = threading.Lock()  # no fork between making a pipe and noting it
 # The read end this worker armed, kept open for the worker's lifetime.
 _ARMED: list[Any] = []
 
@@ -46,27 +48,40 @@ class Lifeline:
     """The parent's side: a pipe whose read end goes to every worker it starts."""
 
     def __init__(self, context: Any) -> None:
-        self.child_end, self._parent_end = context.Pipe(duplex=False)
-        _WRITE_ENDS.add(self._parent_end.fileno())
+        with _WRITE_ENDS_LOCK:
+            self.child_end, self._parent_end = context.Pipe(duplex=False)
+            _WRITE_ENDS.add(self._parent_end.fileno())
 
     def cut(self) -> None:
         """Close the write end: every worker holding the read end dies now."""
-        if not self._parent_end.closed:
-            _WRITE_ENDS.discard(self._parent_end.fileno())
-            self._parent_end.close()
-            self.child_end.close()
+        with _WRITE_ENDS_LOCK:
+            if not self._parent_end.closed:
+                _WRITE_ENDS.discard(self._parent_end.fileno())
+                self._parent_end.close()
+                self.child_end.close()
 
     @property
     def closed(self) -> bool:
         return bool(self._parent_end.closed)
 
 
-def arm(conn: Any) -> None:
-    """In the worker: die with the parent. ``conn`` is the read end of its lifeline."""
+def _forked_child() -> None:
+    """In a child forked without exec: let go of the parent's write ends."""
     for fd in _WRITE_ENDS:
         with contextlib.suppress(OSError):
             os.close(fd)
     _WRITE_ENDS.clear()
+    _WRITE_ENDS_LOCK.release()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
+    os.register_at_fork(
+        before=_WRITE_ENDS_LOCK.acquire, after_in_parent=_WRITE_ENDS_LOCK.release, after_in_child=_forked_child
+    )
+
+
+def arm(conn: Any) -> None:
+    """In the worker: die with the parent. ``conn`` is the read end of its lifeline."""
     armed = _kernel_watch(conn.fileno())
     fd = conn.fileno() if armed is None else armed
     if armed is None:

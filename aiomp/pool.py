@@ -305,9 +305,10 @@ class Pool:
             try:
                 await tg.__aexit__(None, None, None)
             except anyio.get_cancelled_exc_class():
-                # The block itself was cancelled (Ctrl-C under asyncio.run, say):
-                # that cancellation goes on, without a second one chained to it.
-                if not isinstance(exc, anyio.get_cancelled_exc_class()):
+                # The block itself was left by an exception or a cancellation (Ctrl-C
+                # under asyncio.run, say): that goes on (returning re-raises it), not a
+                # cancellation of the task group chained to it or, on trio, put in its place.
+                if exc is None:
                     raise
         return None
 
@@ -754,10 +755,11 @@ class IMapIterator(AsyncIterator[R]):
         chunk: list[Any] = []
         with scope:
             try:
-                while not self._exhausted:
+                while not (self._exhausted or self._closed):
                     while not self._has_room():
                         await self._room.wait()
                         self._room = anyio.Event()
+                    chunk = []
                     while len(chunk) < self._chunksize:
                         try:
                             chunk.append(await self._async_source.__anext__())
@@ -766,7 +768,7 @@ class IMapIterator(AsyncIterator[R]):
                             break
                     if chunk and not self._closed:
                         self._submit(chunk)
-                        chunk = []
+                    chunk = []
             except Exception as error:
                 self._source_failed(error)
                 if chunk and not self._closed:  # the items read before it still run

@@ -146,7 +146,8 @@ class Process:
         return f"<aiomp.Process {self._process!r}>"
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        # Started, and neither joined nor closed: the child may still run, or be a zombie.
+        # Started, and neither joined nor closed: the child may still run (or wait to be
+        # reaped), and its log channel is still open.
         if getattr(self, "_exited", None) is not None and not self._released:
             _warn(f"{self!r} was started and never joined or closed", ResourceWarning, source=self)
 

@@ -39,9 +39,9 @@ def _alive(pid: int) -> bool:
 
 
 class _Victim:
-    def __init__(self, loop: str, start_method: str) -> None:
+    def __init__(self, loop: str, start_method: str, *options: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests._victim", loop, start_method],
+            [sys.executable, "-m", "tests._victim", loop, start_method, *options],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -104,6 +104,52 @@ def test_workers_die_with_their_parent(loop: str, start_method: str, how: str) -
         assert code == {"SIGKILL": -signal.SIGKILL, "SIGTERM": -signal.SIGTERM, "os._exit": 3}[how], err
     finally:
         victim.kill()
+
+
+def test_workers_die_with_a_parent_that_had_forked_another_child(start_method: str) -> None:
+    victim = _Victim("asyncio", start_method, "fork")
+    try:
+        os.kill(victim.proc.pid, signal.SIGKILL)
+        took = victim.wait_for_workers(5)
+        assert not [pid for pid in victim.workers if _alive(pid)], f"workers outlived the parent by {took:.1f} s"
+    finally:
+        victim.kill()  # and the forked child, with the victim's process group
+
+
+_SLOW_IMPORT = """
+import os, sys, time
+if __name__ == "__mp_main__":
+    time.sleep(1.5)  # workers take a while to import the main module
+import anyio, aiomp
+
+async def main():
+    async with aiomp.Pool(2, context=sys.argv[1]) as pool:
+        await pool.apply(os.getpid)
+
+if __name__ == "__main__":
+    try:
+        anyio.run(main)
+    except KeyboardInterrupt:
+        print("parent: KeyboardInterrupt", file=sys.stderr)
+"""
+
+
+def test_ctrl_c_while_workers_start_prints_nothing_from_them(tmp_path: Path, start_method: str) -> None:
+    """SIGINT reaches workers still importing the main module (before they can ignore it)."""
+    script = tmp_path / "slow_import.py"
+    script.write_text(_SLOW_IMPORT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), start_method], stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        time.sleep(0.8)  # the workers are importing now
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert err.strip() == "parent: KeyboardInterrupt", err
 
 
 @pytest.mark.parametrize("loop", LOOPS)

@@ -1,7 +1,8 @@
-"""Defects found in review of the primitives, each pinned by the test that shows it."""
+"""Defects found in review, each pinned by the test that shows it."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import anyio
@@ -9,7 +10,7 @@ import pytest
 
 import aiomp
 
-from . import _prims
+from . import _prims, _work
 
 pytestmark = pytest.mark.anyio
 
@@ -99,3 +100,47 @@ async def test_condition_bookkeeping_survives_a_second_cancellation(anyio_backen
     async with cond:
         cond.notify_all()  # nobody waits: must leave no wake-up behind
         assert not await cond.await_(timeout=0.2)
+
+
+class _Numbers:
+    """An async source that never suspends: the feeder reads it in one go."""
+
+    def __init__(self, n: int) -> None:
+        self.items = iter(range(n))
+
+    def __aiter__(self) -> _Numbers:
+        return self
+
+    async def __anext__(self) -> int:
+        try:
+            return next(self.items)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
+@pytest.mark.parametrize("how", ["task error", "break"])
+async def test_imap_over_an_async_source_stops_when_the_iteration_ends(anyio_backend: Any, how: str) -> None:
+    """The feeder used to spin on a full chunk it could no longer submit, freezing the loop."""
+    with anyio.fail_after(20):
+        async with aiomp.Pool(2) as pool:
+            if how == "task error":
+                with pytest.raises(ValueError, match="item 30 is bad"):
+                    async for _ in pool.imap(functools.partial(_work.fail_on, bad=30), _Numbers(10_000), 3):
+                        pass
+            else:
+                async with pool.imap_unordered(_work.inc, _Numbers(10_000), 3) as results:
+                    async for value in results:
+                        if value > 50:
+                            break
+            assert await pool.apply(_work.inc, (1,)) == 2
+
+
+async def test_an_error_raised_while_the_pool_block_is_cancelled_is_not_lost(anyio_backend: Any) -> None:
+    """On trio the task group's Cancelled used to replace the block's own error."""
+    with pytest.raises(ValueError, match="raised while cancelled"), anyio.move_on_after(30) as scope:
+        async with aiomp.Pool(1) as pool:
+            scope.deadline = anyio.current_time() + 0.1
+            try:
+                await pool.apply(_work.sleep, (5,))
+            finally:
+                raise ValueError("raised while cancelled")

@@ -606,12 +606,17 @@ def _start(process: multiprocessing.process.BaseProcess) -> None:
     """Start a worker with SIGINT blocked, so Ctrl-C cannot reach it before it ignores the signal.
 
     The mask is this thread's and the child inherits it (through exec too); the
-    worker unblocks SIGINT once it ignores it. The forkserver, though, is started
-    first with the mask as it was: its other children are not workers.
+    worker unblocks SIGINT once it ignores it. The forkserver and the resource
+    tracker, though, are started first with the mask as it was.
     """
     if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
         process.start()
         return
+    # Helpers started on first use must not inherit the mask, and the resource
+    # tracker unblocks SIGINT in the calling thread as it starts: both go first.
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
     if process._start_method == "forkserver":  # type: ignore[attr-defined]
         from multiprocessing import forkserver
 
