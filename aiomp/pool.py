@@ -733,14 +733,12 @@ class IMapIterator(AsyncIterator[R]):
         assert self._source is not None
         chunk: list[Any] = []
         try:
-            for item in self._source:
-                chunk.append(item)
-                if len(chunk) == self._chunksize:
-                    break
-            else:
-                self._exhausted = True
+            # extend() keeps the items it took before the source raised.
+            chunk.extend(itertools.islice(self._source, self._chunksize))
         except Exception as error:
             self._source_failed(error)  # the items read before it still run
+        if len(chunk) < self._chunksize:
+            self._exhausted = True
         if chunk:
             self._submit(chunk)
 
