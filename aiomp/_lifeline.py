@@ -60,6 +60,10 @@ class Lifeline:
                 self._parent_end.close()
                 self.child_end.close()
 
+    def started(self) -> None:
+        """The only worker this lifeline is for has started: drop this process's read end."""
+        self.child_end.close()
+
     @property
     def closed(self) -> bool:
         return bool(self._parent_end.closed)

@@ -16,6 +16,7 @@ import functools
 import multiprocessing
 import multiprocessing.process
 import socket
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Coroutine, Mapping
@@ -28,7 +29,7 @@ import anyio.lowlevel
 import sniffio
 from typing_extensions import Self
 
-from . import _checks, _fd, _logs
+from . import _checks, _fd, _lifeline, _logs
 from ._doorbell import uncancellable
 
 __all__ = ["Process"]
@@ -80,6 +81,7 @@ class Process:
         )
         self._started = False
         self._exited: _fd.SharedWait | None = None
+        self._lifeline: _lifeline.Lifeline | None = None
         self._released = False  # a join() saw the child's exit, or close() released it
 
     # -- the standard attributes ---------------------------------------------------
@@ -139,8 +141,14 @@ class Process:
         """Release the process's resources; ``ValueError`` while it still runs."""
         self._process.close()
         self._released = True
+        self._cut_lifeline()
         if self._logs is not None:
             self._logs.close()
+
+    def _cut_lifeline(self) -> None:
+        if self._lifeline is not None:
+            self._lifeline.cut()
+            _LIFELINES.discard(self._lifeline)
 
     def __repr__(self) -> str:
         return f"<aiomp.Process {self._process!r}>"
@@ -165,6 +173,10 @@ class Process:
             raise RuntimeError("cannot start a process twice")
         self._started = True
         logs = self._logs = _logs.Receiver() if self._forward_logs else None
+        if self._process.daemon and sys.platform != "win32":
+            # A daemon child dies with this process, however it ends (see _lifeline).
+            self._lifeline = _lifeline.Lifeline(self._ctx)
+            _LIFELINES.add(self._lifeline)
         self._process._target = _child_main  # type: ignore[attr-defined]
         self._process._args = (  # type: ignore[attr-defined]
             _Target(self._target),
@@ -172,6 +184,7 @@ class Process:
             self._kwargs,
             _loop_kind(),
             None if logs is None else logs.child_config(),
+            None if self._lifeline is None else self._lifeline.child_end,
         )
         self._process._kwargs = {}  # type: ignore[attr-defined]
         failure: list[BaseException] = []
@@ -200,9 +213,12 @@ class Process:
             _fd.close_socket(signal_r)
             if logs is not None:
                 logs.started()
+            if self._lifeline is not None:
+                self._lifeline.started()
         if failure:
             if logs is not None:
                 logs.close()
+            self._cut_lifeline()
             raise failure[0]
         self._exited = _fd.SharedWait(self._process.sentinel)
         if logs is not None:
@@ -219,6 +235,7 @@ class Process:
         if self._process.exitcode is not None:
             self._process.join(0)  # drop it from multiprocessing's list of children
             self._released = True
+            self._cut_lifeline()
             if self._logs is not None:
                 # Everything the child logged is in the channel now.
                 await uncancellable(self._logs.drain)
@@ -287,6 +304,9 @@ def _loop_kind() -> tuple[str, dict[str, Any]]:
 
 
 _BACKGROUND: set[asyncio.Task[None]] = set()
+# Daemon children's lifelines, kept until the child is joined or closed (dropping the
+# Process object must not kill its child): at the latest, this process's exit cuts them.
+_LIFELINES: set[_lifeline.Lifeline] = set()
 
 
 def _in_background(func: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -307,7 +327,10 @@ def _child_main(
     kwargs: dict[str, Any],
     loop: tuple[str, dict[str, Any]],
     logs: tuple[Any, Any] | None,
+    lifeline: Any = None,
 ) -> None:
+    if lifeline is not None:
+        _lifeline.arm(lifeline)  # a daemon child: die with the parent
     if logs is not None:
         _logs.install(logs)
     func = target.func

@@ -116,6 +116,59 @@ def test_workers_die_with_a_parent_that_had_forked_another_child(start_method: s
         victim.kill()  # and the forked child, with the victim's process group
 
 
+_DAEMON = """
+import os, sys, time
+import anyio, aiomp
+
+def busy(_):
+    os.write(1, f"child {os.getpid()}\\n".encode())
+    sum(range(10**13))
+
+async def main():
+    kept = aiomp.Process(target=busy, args=(0,), daemon=True, context=sys.argv[1])
+    await kept.start()
+    dropped = aiomp.Process(target=busy, args=(1,), daemon=True, context=sys.argv[1])
+    await dropped.start()
+    del dropped  # (a ResourceWarning:) the child goes on until this process ends
+    await anyio.sleep(3600)
+
+if __name__ == "__main__":
+    anyio.run(main)
+"""
+
+
+def test_daemon_process_children_die_with_their_parent(tmp_path: Path, start_method: str) -> None:
+    script = tmp_path / "daemons.py"
+    script.write_text(_DAEMON)
+    proc = subprocess.Popen(
+        [sys.executable, "-W", "ignore::ResourceWarning", str(script), start_method],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    children: list[int] = []
+    try:
+        assert proc.stdout is not None
+        while len(children) < 2:
+            line = proc.stdout.readline()
+            assert line, "the script ended early"
+            children.append(int(line.split()[1]))
+        time.sleep(0.3)
+        assert all(_alive(pid) for pid in children), "a dropped Process must not kill its child"
+        os.kill(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert not [pid for pid in children if _alive(pid)]
+    finally:
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+
+
 _SLOW_IMPORT = """
 import os, sys, time
 if __name__ == "__mp_main__":
