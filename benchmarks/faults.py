@@ -16,14 +16,16 @@ A row's verdict is ``OK`` when the outcome was the expected one on every repeat,
 else it says what differed, and where. Rows 10 and 11 run a victim program
 (``python -m benchmarks.faults --victim LOOP CONTEXT``) in its own session, with both
 workers busy (one inside a long C call that holds the GIL), and end it from outside.
+``--peers`` runs only rows 10 and 11, on asyncio, for aiomp and its peers side by side.
 
 Usage: ``python -m benchmarks.faults [--loop asyncio|uvloop|trio|all]
-[--context spawn|forkserver|all] [--repeat 5]``. Progress goes to stderr.
+[--context spawn|forkserver|all] [--repeat 5] [--peers]``. Progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import ctypes
 import functools
@@ -40,6 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
 ROOT = Path(__file__).resolve().parent.parent
 LOOPS = ["asyncio", "uvloop", "trio"]
 CONTEXTS = ["spawn", "forkserver"]
+PEERS = ["aiomp", "mp.Pool", "PPE", "aiomultiprocess"]  # --peers: the victims of rows 10 and 11
 TRIAL_LIMIT = 60.0  # seconds for one in-process trial (row 9: three times that)
 EXIT_LIMIT = 5.0  # the workers of a dead or interrupted parent must be gone by then
 now = time.monotonic  # CLOCK_MONOTONIC: one clock for every process (row 7 stamps in the worker)
@@ -132,12 +136,18 @@ def init_raise(log: str) -> None:
 
 
 def stall(kind: int) -> None:
-    """The victim's tasks: say which pid runs them, then never end."""
-    os.write(1, f"worker {os.getpid()}\n".encode())  # one write: the two workers share the pipe
+    """The victim's tasks: say which pid (and process name) runs them, then never end."""
+    name = multiprocessing.current_process().name
+    os.write(1, f"worker {os.getpid()} {name}\n".encode())  # one write: the two workers share the pipe
     if kind == 0:
         sum(range(10**13))  # one C call that holds the GIL
     else:
         time.sleep(3600)
+
+
+async def astall(kind: int) -> None:
+    """``stall`` as a coroutine function: aiomultiprocess runs nothing else."""
+    stall(kind)
 
 
 # -- outcomes ------------------------------------------------------------------------------
@@ -335,17 +345,42 @@ async def victim_main(context: str) -> None:
         await pool.map(stall, [0, 1], chunksize=1)
 
 
-def run_victim(loop: str, context: str) -> None:
+async def peer_victim_main(peer: str, context: str) -> None:
+    """The same two tasks on a peer's 2-worker pool, driven from asyncio the usual way."""
+    loop = asyncio.get_running_loop()
+    ctx = multiprocessing.get_context(context)
+    if peer == "aiomultiprocess":
+        import aiomultiprocess  # type: ignore[import-untyped, unused-ignore]
+
+        aiomultiprocess.set_start_method(context)
+        ctx = aiomultiprocess.core.get_context()
+    with ctx.Lock():  # a named semaphore of the same context, as in aiomp's victim
+        if peer == "mp.Pool":
+            with ctx.Pool(2) as pool:
+                results = [pool.apply_async(stall, (kind,)) for kind in (0, 1)]
+                await asyncio.gather(*(loop.run_in_executor(None, result.get) for result in results))
+        elif peer == "PPE":
+            with ProcessPoolExecutor(2, mp_context=ctx) as executor:
+                await asyncio.gather(*(loop.run_in_executor(executor, stall, kind) for kind in (0, 1)))
+        else:  # one task per worker: with its default of 16, one worker would take both
+            async with aiomultiprocess.Pool(processes=2, childconcurrency=1) as pool:
+                await pool.map(astall, [0, 1])
+
+
+def run_victim(loop: str, context: str, peer: str = "aiomp") -> None:
     signal.signal(signal.SIGUSR1, lambda *_: os._exit(3))  # how the "os._exit" row ends it
-    anyio.run(functools.partial(victim_main, context), **backend(loop))
+    if peer == "aiomp":
+        anyio.run(functools.partial(victim_main, context), **backend(loop))
+    else:
+        asyncio.run(peer_victim_main(peer, context))
 
 
 class Victim:
     """``--victim`` in its own session (as a shell runs a program), once both workers are busy."""
 
-    def __init__(self, loop: str, context: str) -> None:
+    def __init__(self, loop: str, context: str, peer: str = "aiomp") -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.faults", "--victim", loop, context],
+            [sys.executable, "-m", "benchmarks.faults", "--victim", loop, context, "--victim-peer", peer],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -353,6 +388,7 @@ class Victim:
             start_new_session=True,
         )
         self.workers: list[int] = []
+        self.names: list[str] = []  # the workers' process names: they tell the start method
         assert self.proc.stdout is not None
         fd, text, deadline = self.proc.stdout.fileno(), b"", now() + 30
         while text.count(b"\n") < 2 and now() < deadline:
@@ -361,7 +397,8 @@ class Victim:
                 if not chunk:
                     break
                 text += chunk
-        self.workers = [int(line.split()[1]) for line in text.decode().splitlines()]
+        lines = [line.split() for line in text.decode().splitlines()]
+        self.workers, self.names = [int(line[1]) for line in lines], [line[2] for line in lines]
         if len(self.workers) != 2:
             err = self.cleanup()
             raise RuntimeError(f"the victim did not start 2 workers: {text!r}, stderr {err[-500:]!r}")
@@ -376,11 +413,11 @@ class Victim:
             time.sleep(0.002)
         return now() - start
 
-    def finish(self) -> tuple[int | None, str]:
+    def finish(self, limit: float = 15.0) -> tuple[int | None, str]:
         try:
-            _, err = self.proc.communicate(timeout=15)
+            _, err = self.proc.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
-            return None, "(still running after 15 s)"
+            return None, f"(still running after {limit:.0f} s)"
         return self.proc.returncode, err
 
     def cleanup(self) -> str:
@@ -398,14 +435,18 @@ class Victim:
 EXIT_CODES = {"SIGKILL": -signal.SIGKILL, "SIGTERM": -signal.SIGTERM, "os._exit": 3, "SIGINT": -signal.SIGINT}
 
 
+def end(victim: Victim, how: str) -> None:
+    if how == "SIGINT":
+        os.killpg(victim.proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+    else:
+        os.kill(victim.proc.pid, signal.SIGUSR1 if how == "os._exit" else getattr(signal, how))
+
+
 def parent_dies(loop: str, context: str, how: str) -> Outcome:
     """Timed: from the kill (or Ctrl-C) until every worker pid has exited."""
     victim = Victim(loop, context)
     try:
-        if how == "SIGINT":
-            os.killpg(victim.proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
-        else:
-            os.kill(victim.proc.pid, signal.SIGUSR1 if how == "os._exit" else getattr(signal, how))
+        end(victim, how)
         took = victim.wait_gone(2 * EXIT_LIMIT)
         code, err = victim.finish()
     finally:
@@ -420,6 +461,51 @@ def parent_dies(loop: str, context: str, how: str) -> Outcome:
         out.expect(interrupts == 1, f"{interrupts} KeyboardInterrupt in stderr (last line {last[0]!r})")
         out.expect("aiomp-worker" not in err and "Process " not in err, "a worker wrote to stderr")
         out.expect("resource_tracker" not in err and "leaked" not in err, "the resource tracker complained")
+    return out
+
+
+@dataclass
+class PeerOutcome:
+    """``--peers``: what is left of one victim, and what its stderr showed (Ctrl-C)."""
+
+    seconds: float = math.nan  # until every worker had exited; nan if one still ran after EXIT_LIMIT
+    alive: int = 0  # workers still running EXIT_LIMIT after the kill
+    tracebacks: int = 0  # "Traceback (most recent call last):" lines in the victim's stderr
+    reports: int = 0  # how many reports they make (a chained exception is one report of several tracebacks)
+    from_worker: bool = False  # one came from a worker ("Process SpawnPoolWorker-1:", a frame of stall)
+    tracker: bool = False  # the resource tracker complained
+    hung: bool = False  # the victim itself still ran once its workers were gone (or EXIT_LIMIT later)
+    names: list[str] = field(default_factory=list)  # the workers' process names
+    error: str = ""
+
+
+def peer_dies(peer: str, context: str, how: str) -> PeerOutcome:
+    """``parent_dies`` for any library, on asyncio; bounded by EXIT_LIMIT, never raises."""
+    out = PeerOutcome()
+    try:
+        victim = Victim("asyncio", context, peer)
+        out.names = victim.names
+        code, err = None, ""
+        try:
+            end(victim, how)
+            took = victim.wait_gone(EXIT_LIMIT)
+            out.seconds, out.alive = math.nan if took is None else took, sum(map(alive, victim.workers))
+            if how == "SIGINT" and took is not None:
+                code, err = victim.finish(EXIT_LIMIT)  # the victim and its resource tracker have their say
+            out.hung = how == "SIGINT" and victim.proc.poll() is None
+        finally:
+            rest = victim.cleanup()  # the workers by pid, then the victim's process group
+        err = err if code is not None else rest
+        out.tracebacks = len(re.findall(r"^Traceback \(most recent call last\):", err, re.M))
+        out.reports = out.tracebacks - len(re.findall(r"^(During handling of|The above exception was)", err, re.M))
+        out.from_worker = re.search(r"^Process \S+:$|aiomp-worker|, in a?stall$", err, re.M) is not None
+        out.tracker = "resource_tracker" in err or "leaked" in err
+    except Exception as exc:
+        out.error = describe(exc)
+    for pid in leftovers(3.0):
+        out.error = out.error or "a process outlived the victim's cleanup (killed)"
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     return out
 
 
@@ -523,12 +609,80 @@ def leftovers(limit: float) -> list[int]:
         time.sleep(0.02)
 
 
-def cell(outcomes: list[Outcome]) -> str:
+def cell(outcomes: list[Outcome] | list[PeerOutcome]) -> str:
     times = [o.seconds * 1000 for o in outcomes if not math.isnan(o.seconds)]
     if not times:
         return "-"
     digits = 1 if max(times) < 10 else 0
     return f"{statistics.median(times):.{digits}f} / {max(times):.{digits}f}"
+
+
+def share(flags: list[bool], text: str) -> list[str]:
+    """``[text]`` if every trial had it, ``[text (k of n)]`` if some did, else ``[]``."""
+    k = sum(flags)
+    return [] if not k else [text if k == len(flags) else f"{text} ({k} of {len(flags)})"]
+
+
+def span(values: list[int]) -> str:
+    return f"{min(values)}" if min(values) == max(values) else f"{min(values)}-{max(values)}"
+
+
+def peer_cell(outcomes: list[PeerOutcome], ctrl_c: bool) -> str:
+    ran = [o for o in outcomes if not o.error]
+    parts = [f"{cell(ran)} ms"] if any(not math.isnan(o.seconds) for o in ran) else []
+    stuck = [o.alive for o in ran if math.isnan(o.seconds)]
+    if stuck:
+        parts += share([math.isnan(o.seconds) for o in ran], f"alive after {EXIT_LIMIT:.0f} s: {span(stuck)} of 2")
+    if ctrl_c and ran:
+        tracebacks, reports = [o.tracebacks for o in ran], [o.reports for o in ran]
+        chains = f" ({span(reports)} chain)" if tracebacks != reports else ""
+        parts.append(f"{span(tracebacks)} Traceback{chains}")
+        parts += share([o.from_worker for o in ran], "from a worker")
+        parts += share([o.tracker for o in ran], "tracker complained")
+        parts += share([o.hung for o in ran], "parent hung")
+    return "; ".join(parts + share([bool(o.error) for o in outcomes], "error"))
+
+
+def compare_peers(faults: list[Fault], contexts: list[str], repeat: int) -> int:
+    """``--peers``: rows 10 and 11 on asyncio, aiomp and its peers taking turns; one table per row."""
+    rows = [f for f in faults if f.in_victim]
+    hows = {f.name: getattr(f.run, "keywords", {})["how"] for f in rows}  # parent_dies(how=...)
+    results: dict[tuple[str, str, str], list[PeerOutcome]] = {
+        (f.name, peer, context): [] for f in rows for peer in PEERS for context in contexts
+    }
+    started = now()
+    for context in contexts:
+        for fault in rows:
+            for _ in range(repeat):
+                for peer in PEERS:
+                    results[fault.name, peer, context].append(peer_dies(peer, context, hows[fault.name]))
+            for peer in PEERS:
+                text = peer_cell(results[fault.name, peer, context], hows[fault.name] == "SIGINT")
+                print(f"  [asyncio/{context}] {fault.name:<28} {peer:<15} {text}", file=sys.stderr, flush=True)
+    outcomes = [o for row in results.values() for o in row]
+    print(
+        f"\n## Faults with peers: asyncio, median / max ms of {repeat} "
+        f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, {now() - started:.0f} s)\n"
+    )
+    names = {
+        peer: " / ".join(
+            "|".join(sorted({re.sub(r"-\d+$", "", n) for f in rows for o in results[f.name, peer, c] for n in o.names}))
+            for c in contexts
+        )
+        for peer in PEERS
+    }
+    print("Workers' process names (" + " / ".join(contexts) + "): " + "; ".join(f"{p} {n}" for p, n in names.items()))
+    for fault in rows:
+        print(f"\n### {fault.name}: {fault.timed}\n")
+        print("| library | " + " | ".join(f"asyncio/{c}" for c in contexts) + " |")
+        print("|---|" + "---|" * len(contexts))
+        for peer in PEERS:
+            cells = [peer_cell(results[fault.name, peer, c], hows[fault.name] == "SIGINT") for c in contexts]
+            print(f"| {peer} | " + " | ".join(cells) + " |")
+    errors = dict.fromkeys(o.error for o in outcomes if o.error)
+    for error in errors:
+        print(f"error: {error}")
+    return 1 if errors else 0
 
 
 def verdict(fault: Fault, results: dict[str, list[Outcome]]) -> str:
@@ -557,10 +711,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context", choices=[*CONTEXTS, "all"], default="all")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", help="comma-separated row numbers, e.g. 1,2,10")
+    parser.add_argument("--peers", action="store_true", help="rows 10 and 11 on asyncio, aiomp and its peers")
     parser.add_argument("--victim", nargs=2, metavar=("LOOP", "CONTEXT"), help=argparse.SUPPRESS)
+    parser.add_argument("--victim-peer", choices=PEERS, default="aiomp", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.victim:
-        run_victim(*options.victim)
+        loop, context = options.victim
+        run_victim(loop, context, options.victim_peer)
         return 0
     loops = LOOPS if options.loop == "all" else [options.loop]
     contexts = CONTEXTS if options.context == "all" else [options.context]
@@ -568,6 +725,8 @@ def main(argv: list[str] | None = None) -> int:
     if options.only:
         wanted = set(options.only.split(","))
         faults = [f for f in FAULTS if f.name.split()[0] in wanted]
+    if options.peers:
+        return compare_peers(faults, contexts, options.repeat)
     combos = [(loop, context) for loop in loops for context in contexts]
     results: dict[str, dict[str, list[Outcome]]] = {f.name: {} for f in faults}
     started = now()
