@@ -40,12 +40,13 @@ __all__ = ["Lifeline", "arm"]
 # Descriptors are CLOEXEC, so children that exec (spawn, forkserver) never hold them.
 _WRITE_ENDS: set[int] = set()
 _WRITE_ENDS_LOCK = threading.Lock()  # no fork between making a pipe and noting it
-# The read end this worker armed, kept open for the worker's lifetime.
+# The read end this worker was given, and the one it armed: open for its lifetime.
 _ARMED: list[Any] = []
 
 
 class Lifeline:
-    """The parent's side: a pipe whose read end goes to every worker it starts."""
+    """The parent's side: a pipe whose read end goes to every worker it starts
+    (a pool's workers, or one daemon ``Process`` child)."""
 
     def __init__(self, context: Any) -> None:
         with _WRITE_ENDS_LOCK:
@@ -63,10 +64,6 @@ class Lifeline:
     def started(self) -> None:
         """The only worker this lifeline is for has started: drop this process's read end."""
         self.child_end.close()
-
-    @property
-    def closed(self) -> bool:
-        return bool(self._parent_end.closed)
 
 
 def _forked_child() -> None:
