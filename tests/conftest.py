@@ -32,6 +32,31 @@ if sys.platform != "win32":
 
 START_METHODS = [m for m in ("spawn", "forkserver") if m in multiprocessing.get_all_start_methods()]
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_report_header() -> str:
+    import aiomp
+
+    return f"aiomp {aiomp.__version__} from {os.path.dirname(aiomp.__file__)}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With AIOMP_TEST_INSTALLED set (CI does), the tests must import the installed package.
+
+    The source tree beside the tests is not what users get: package data such as
+    ``py.typed`` and anything the build leaves out are only in the installed copy.
+    """
+    if not os.environ.get("AIOMP_TEST_INSTALLED"):
+        return
+    import aiomp
+
+    where = os.path.dirname(os.path.abspath(aiomp.__file__))
+    if where == os.path.join(_ROOT, "aiomp"):
+        raise pytest.UsageError(f"AIOMP_TEST_INSTALLED is set but aiomp was imported from the source tree: {where}")
+    if not os.path.exists(os.path.join(where, "py.typed")):
+        raise pytest.UsageError(f"the installed aiomp at {where} has no py.typed")
+
 
 @pytest.fixture(params=BACKENDS)
 def anyio_backend(request: pytest.FixtureRequest) -> Any:
