@@ -23,6 +23,7 @@ __all__ = [
     "check_block",
     "check_kwds",
     "check_timeout",
+    "clamp_timeout",
     "context",
     "is_async",
     "non_negative_int",
@@ -43,10 +44,24 @@ def check_timeout(timeout: float | None, name: str = "timeout") -> None:
         raise ValueError(f"{name} must be a non-negative number of seconds, not {timeout!r}")
 
 
+def clamp_timeout(timeout: float | None, name: str = "timeout") -> float | None:
+    """A timeout for a wait, as the standard library's primitives take it: None (wait for
+    ever) or a number of seconds, a negative number counting as 0 (``poll(deadline - now)``
+    is common code). NaN is refused with ``ValueError``, a non-number with ``TypeError``."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, not {type(timeout).__name__}")
+    if math.isnan(timeout):
+        raise ValueError(f"{name} must be a number of seconds, not {timeout!r}")
+    return timeout if timeout > 0 else 0.0
+
+
 def blocking_timeout(timeout: float | None, name: str = "timeout") -> float | None:
-    """A checked timeout for a blocking call, with inf made None: what SemLock, poll()
-    and the deadline helpers take for "wait for ever" (they fail on inf)."""
-    check_timeout(timeout, name)
+    """``clamp_timeout``, with inf made None: what SemLock, poll() and the deadline
+    helpers take for "wait for ever" (they fail on inf). The primitives' waits, blocking
+    and awaitable, all take their timeout through here."""
+    timeout = clamp_timeout(timeout, name)
     return None if timeout == math.inf else timeout
 
 

@@ -25,8 +25,16 @@ from typing import Any, TypeVar
 
 import anyio
 
-from ._checks import blocking_timeout, check_block, check_timeout, non_negative_int, positive_int, semaphore_value
-from ._doorbell import Doorbell, acquire_async, uncancellable
+from ._checks import (
+    blocking_timeout,
+    check_block,
+    check_timeout,
+    clamp_timeout,
+    non_negative_int,
+    positive_int,
+    semaphore_value,
+)
+from ._doorbell import Doorbell, acquire_async
 
 __all__ = ["Barrier", "BoundedSemaphore", "Condition", "Event", "Lock", "RLock", "Semaphore"]
 
@@ -72,9 +80,10 @@ class _SemBase:
         """Await a unit for up to ``timeout`` seconds (None: no limit); True if taken.
 
         Waits without blocking the event loop, without a thread and without
-        polling. If cancelled, nothing is taken.
+        polling. A negative timeout counts as 0, as in ``acquire``. If cancelled,
+        nothing is taken.
         """
-        check_timeout(timeout)
+        timeout = blocking_timeout(timeout)
         return await acquire_async(self._try, self._sem._get_value, self._waiters, self._bell, timeout)
 
     def __enter__(self) -> bool:
@@ -176,7 +185,7 @@ class RLock(_SemBase):
         Re-entering from the task that holds it succeeds at once. If cancelled,
         nothing is taken.
         """
-        check_timeout(timeout)
+        timeout = blocking_timeout(timeout)
         me = _current_task()
         if self._owner == me and self._sem.acquire(False):
             return True
@@ -235,9 +244,23 @@ class Condition:
     ``lock`` is an ``aiomp.Lock`` or ``aiomp.RLock`` (a new ``RLock`` by default).
     ``wait``/``wait_for``/``notify``/``notify_all`` in any process; ``await
     await_()`` and ``await await_for(predicate)`` on an event loop, inside ``async
-    with cond:``. A cancelled ``await_`` takes its lock back before it raises, and
-    consumes no notification another waiter could have used. Waiters are not
-    served in arrival order.
+    with cond:``.
+
+    As in the standard library, a notification wakes waiters that were waiting
+    when it was sent: a waiter that arrives later never takes it. A cancelled
+    ``await_`` takes its lock back before it raises, and if it had been woken it
+    passes its wake-up on to another waiter.
+
+    How: waiters count themselves in (``slots``) and sleep on a semaphore
+    (``wake``); ``notify`` turns slots into wake-ups. A waiter that takes a
+    wake-up says so (``acks``), before it takes the lock back. A waiter may
+    start sleeping only once every wake-up released so far has been taken (it
+    collects the acks, holding the lock, so no notify comes meanwhile): the
+    standard library's notify waits for those acks itself, which an event loop
+    cannot do. A waiter that stops waiting without a wake-up (timeout,
+    cancellation) takes back its slot, or, if every waiter left has been
+    notified, the wake-up that is then on its way to it; so counts stay exact and
+    nothing is swallowed.
     """
 
     def __init__(self, lock: Lock | RLock | None = None) -> None:
@@ -245,17 +268,21 @@ class Condition:
             lock = RLock()
         elif not isinstance(lock, (Lock, RLock)):
             raise TypeError(f"lock must be an aiomp.Lock, an aiomp.RLock or None, not {type(lock).__name__}")
-        # Invariant, under the lock: sleepers + free wake-ups == waiters not yet returned.
-        self.__setstate__((lock, sharedctypes.RawValue("i", 0), Semaphore(0)))
+        # Invariant: slots + wake-ups released and not yet taken == waiters that have neither
+        # a slot back nor a wake-up; owed (under the lock) == wake-ups released, acks not yet counted.
+        self.__setstate__((lock, _CTX.Semaphore(0), Semaphore(0), Semaphore(0), sharedctypes.RawValue("i", 0)))
 
     def __getstate__(self) -> tuple[Any, ...]:
         context.assert_spawning(self)
-        return self._lock, self._sleepers, self._wakeups
+        return self._lock, self._slots_std, self._wake, self._acks, self._owed
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self._lock: Lock | RLock = state[0]
-        self._sleepers: Any = state[1]
-        self._wakeups: Semaphore = state[2]
+        self._slots_std: Any = state[1]
+        self._wake: Semaphore = state[2]
+        self._acks: Semaphore = state[3]
+        self._owed: Any = state[4]
+        self._slots: Any = self._slots_std._semlock
         self.acquire = self._lock.acquire
         self.release = self._lock.release
         self.aacquire = self._lock.aacquire
@@ -278,50 +305,114 @@ class Condition:
         if not self._lock._is_owned():
             raise RuntimeError(f"cannot {what} on un-acquired lock")
 
+    def _sleeping(self) -> int:
+        """How many waiters are waiting and not yet notified (a snapshot)."""
+        return int(self._slots._get_value())
+
+    def _count_acks(self) -> None:
+        """Count the wake-ups taken since the last look (the lock is held)."""
+        acks = self._acks._sem
+        while self._owed.value > 0 and acks.acquire(False):
+            self._owed.value -= 1
+
     def _leave(self) -> bool:
-        """Account for a waiter that stops waiting on its own; True if it was notified."""
-        if self._sleepers.value > 0:
-            self._sleepers.value -= 1
+        """A waiter stops waiting without a wake-up in hand; True if one was owed to it.
+
+        It takes back a slot if one is left. If none is, every waiter still counted
+        has been notified, so a wake-up is released (or about to be, by a notify in
+        progress) for each of them, this one included, and nobody else may take it.
+        """
+        if self._slots.acquire(False):
             return False
-        return self._wakeups.acquire(False)  # every waiter left holds a wake-up: take mine
+        self._wake._sem.acquire()  # comes at once: see above
+        return True
 
     def wait(self, timeout: float | None = None) -> bool:
         """Release the lock, block until notified or ``timeout``, retake the lock.
 
-        Returns False if the timeout expired, True otherwise.
+        Returns False if the timeout expired, True otherwise. A negative timeout
+        counts as 0.
         """
         timeout = blocking_timeout(timeout)
         self._check_owned("wait")
-        self._sleepers.value += 1
+        deadline = None if timeout is None else _monotonic() + timeout
+        self._count_acks()
+        while self._owed.value > 0:  # wake-ups sent before I came are not mine: let them be taken
+            if not self._acks._sem.acquire(True, _remaining(deadline, _monotonic)):
+                return False
+            self._owed.value -= 1
+        self._slots.release()
         state = self._lock._release_save()
         woken = False
         try:
-            woken = self._wakeups.acquire(True, timeout)
+            woken = bool(self._wake._sem.acquire(True, _remaining(deadline, _monotonic)))
         finally:
-            self._lock._acquire_restore(state)
-            if not woken:
-                woken = self._leave()
+            try:
+                if not woken:
+                    woken = self._leave()
+                if woken:
+                    self._acks.release()
+            finally:
+                self._lock._acquire_restore(state)
         return woken
 
     async def await_(self, timeout: float | None = None) -> bool:
         """Release the lock, await a notification or ``timeout``, retake the lock.
 
-        Returns False if the timeout expired, True otherwise.
+        Returns False if the timeout expired, True otherwise. A negative timeout
+        counts as 0. If cancelled, it retakes the lock before it raises, and a
+        wake-up it had received goes to another waiter.
         """
-        check_timeout(timeout)
+        timeout = blocking_timeout(timeout)
         self._check_owned("wait")
-        self._sleepers.value += 1
+        deadline = None if timeout is None else anyio.current_time() + timeout
+        self._count_acks()
+        while self._owed.value > 0:  # wake-ups sent before I came are not mine: let them be taken
+            if not await self._acks.aacquire(_remaining(deadline, anyio.current_time)):
+                return False
+            self._owed.value -= 1
+        self._slots.release()
         state = self._lock._release_save()
         woken = False
+        error: BaseException | None = None
         try:
-            woken = await self._wakeups.aacquire(timeout)
-        finally:
+            woken = await self._wake.aacquire(_remaining(deadline, anyio.current_time))
+        except BaseException as exc:  # a cancellation, most likely: raised once the lock is back
+            error = exc
+        woken, late = await self._arejoin(woken, state)
+        error = error or late
+        if error is not None:
+            if woken:
+                self.notify(1)  # a wake-up this waiter will not use: pass it on
             try:
-                await uncancellable(functools.partial(self._lock._aacquire_restore, state))
-            finally:  # also when a second cancellation arrived meanwhile
-                if not woken:
-                    woken = self._leave()
+                raise error
+            finally:
+                del error
         return woken
+
+    async def _arejoin(self, woken: bool, state: Any) -> tuple[bool, BaseException | None]:
+        """Leave the wait and retake the lock, whatever is cancelled meanwhile.
+
+        Returns whether this waiter was woken, and a cancellation that arrived
+        while it could not be honoured (to raise once the lock is back).
+        """
+        pending: BaseException | None = None
+        need_unit = not woken and not self._slots.acquire(False)
+        acked = False
+        with anyio.CancelScope(shield=True):  # asyncio's Task.cancel() still comes through: retried below
+            locked = False
+            while not locked:
+                try:
+                    if need_unit and not woken:
+                        woken = await self._wake.aacquire()  # comes at once: see _leave
+                    if woken and not acked:
+                        self._acks.release()
+                        acked = True
+                    await self._lock._aacquire_restore(state)  # takes nothing if cancelled
+                    locked = True
+                except anyio.get_cancelled_exc_class() as cancelled:
+                    pending = cancelled
+        return woken, pending
 
     def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
         """Block until ``predicate()`` is true or ``timeout``; return its last value."""
@@ -342,7 +433,7 @@ class Condition:
     async def await_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
         """Await until ``predicate()`` is true or ``timeout``; return its last value."""
         _check_predicate(predicate)
-        check_timeout(timeout)
+        timeout = blocking_timeout(timeout)
         deadline = None if timeout is None else anyio.current_time() + timeout
         result = predicate()
         while not result:
@@ -356,20 +447,30 @@ class Condition:
         return result
 
     def notify(self, n: int = 1) -> None:
-        """Wake up to ``n`` waiters, in any process. The lock must be held."""
+        """Wake up to ``n`` of the waiters waiting now, in any process. The lock must be held.
+
+        Never blocks: the woken waiters take their wake-ups when they run.
+        """
         non_negative_int("n", n)
         self._check_owned("notify")
-        woken = min(n, self._sleepers.value)
-        self._sleepers.value -= woken
-        for _ in range(woken):
-            self._wakeups.release()
+        self._count_acks()
+        slots, owed, wake = self._slots, self._owed, self._wake
+        for _ in range(n):  # n may be sys.maxsize: stops at the last waiter
+            if not slots.acquire(False):
+                break
+            owed.value += 1
+            wake.release()
 
     def notify_all(self) -> None:
-        """Wake every waiter. The lock must be held."""
+        """Wake every waiter waiting now. The lock must be held."""
         self.notify(sys.maxsize)
 
     def __repr__(self) -> str:
-        return f"<aiomp.Condition({self._lock!r}, waiting={self._sleepers.value})>"
+        return f"<aiomp.Condition({self._lock!r}, waiting={self._sleeping()})>"
+
+
+def _remaining(deadline: float | None, now: Callable[[], float]) -> float | None:
+    return None if deadline is None else max(0.0, deadline - now())
 
 
 def _check_predicate(predicate: object) -> None:
@@ -425,7 +526,7 @@ class Event:
 
     async def await_(self, timeout: float | None = None) -> bool:
         """Await the flag being set, up to ``timeout`` seconds; return the flag."""
-        check_timeout(timeout)
+        timeout = blocking_timeout(timeout)
         async with self._cond:
             if not self._flag.value:
                 await self._cond.await_(timeout)
@@ -448,6 +549,7 @@ class Barrier(threading.Barrier):
         positive_int("parties", parties)
         if action is not None and not callable(action):
             raise TypeError(f"action must be callable or None, not {type(action).__name__}")
+        check_timeout(timeout)  # a default limit is a setting, not a time left: negative is refused
         timeout = blocking_timeout(timeout)  # inf: no default limit
         state = sharedctypes.RawArray("i", 2)  # [state, count], guarded by the condition
         self.__setstate__((parties, action, timeout, Condition(Lock()), state))
@@ -476,16 +578,20 @@ class Barrier(threading.Barrier):
         self._array[1] = value
 
     def wait(self, timeout: float | None = None) -> int:
-        """Block until all parties have arrived; return this arrival's index."""
-        check_timeout(timeout)  # inf is left as it is (no limit): None would mean the barrier's default
+        """Block until all parties have arrived; return this arrival's index.
+
+        A negative timeout counts as 0; None means the barrier's default.
+        """
+        timeout = clamp_timeout(timeout)  # inf is left as it is (no limit): None would mean the barrier's default
         return super().wait(timeout)
 
     async def await_(self, timeout: float | None = None) -> int:
         """Await all parties, up to ``timeout`` (default: the barrier's); return the index.
 
         Raises ``threading.BrokenBarrierError`` if the barrier breaks or times out.
+        A negative timeout counts as 0.
         """
-        check_timeout(timeout)
+        timeout = clamp_timeout(timeout)
         if timeout is None:
             timeout = self._timeout
         async with self._cond:
