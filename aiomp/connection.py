@@ -1,8 +1,9 @@
 """``Pipe`` and ``Connection``: message pipes between processes, blocking and awaitable.
 
 A message is an 8-byte big-endian length and the payload. Both ends are Unix
-stream sockets in blocking mode: the blocking methods sleep in the kernel as
-the standard library's do, and the awaiting ones pass ``MSG_DONTWAIT`` and wait
+stream sockets in blocking mode, with no timeout of their own (the process's
+``socket.setdefaulttimeout()`` does not apply): the blocking methods sleep in
+the kernel as the standard library's do, and the awaiting ones pass ``MSG_DONTWAIT`` and wait
 on the event loop (putting the mode back after uvloop, which changes it).
 
 Sending never blocks the event loop: bytes go out as the peer makes room, so a
@@ -227,7 +228,10 @@ class Connection:
         if not readable and not writable:
             raise ValueError("at least one of readable and writable must be True")
         fd = sock.fileno()
-        os.set_blocking(fd, True)  # blocking methods sleep in the kernel; awaiting ones pass MSG_DONTWAIT
+        # Blocking mode with no timeout of the socket object's own, whatever
+        # socket.setdefaulttimeout() says: blocking methods sleep in the kernel as the
+        # standard library's do; awaiting ones pass MSG_DONTWAIT.
+        sock.settimeout(None)
         self._sock = sock
         self._handle: int | None = fd
         self._readable = readable

@@ -43,7 +43,7 @@ import anyio.lowlevel
 from typing_extensions import Self
 
 from . import _fd, _serialize
-from ._checks import SEM_VALUE_MAX, blocking_timeout, check_block, check_timeout
+from ._checks import SEM_VALUE_MAX, blocking_timeout, check_block
 from ._exceptions import QueueShutDown
 from .connection import _Reader, _Writer
 from .synchronize import _CTX, Condition, Lock, Semaphore
@@ -189,7 +189,9 @@ class _Queue:
 
     def _setup(self, state: tuple[Any, ...]) -> None:
         self._state = state
-        maxsize, r, _, self._rlock, _, self._sem, self._flag, unwritten = state
+        maxsize, r, w, self._rlock, _, self._sem, self._flag, unwritten = state
+        for sock in (r, w):  # blocking, whatever socket.setdefaulttimeout() says (see connection)
+            sock.settimeout(None)
         self._unwritten = unwritten._semlock
         self._maxsize = maxsize or 0
         self._rfd = r.fileno()
@@ -276,9 +278,10 @@ class _Queue:
         """Put ``obj``, awaiting room for up to ``timeout`` seconds if the queue is full.
 
         Raises ``queue.Full`` when no room came, ``QueueShutDown`` after
-        ``shutdown()``. If cancelled, nothing was put.
+        ``shutdown()``. A negative timeout counts as 0, as in ``put``. If
+        cancelled, nothing was put.
         """
-        check_timeout(timeout)
+        timeout = blocking_timeout(timeout)
         self._check_open()
         await anyio.lowlevel.checkpoint_if_cancelled()
         if self._flag.value:
@@ -323,9 +326,10 @@ class _Queue:
         """Remove and return an item, awaiting one for up to ``timeout`` seconds.
 
         Raises ``queue.Empty`` when none came, ``QueueShutDown`` once the queue
-        is shut down and drained. A cancelled ``aget`` loses no item.
+        is shut down and drained. A negative timeout counts as 0, as in ``get``.
+        A cancelled ``aget`` loses no item.
         """
-        check_timeout(timeout)
+        timeout = blocking_timeout(timeout)
         self._check_open()
         deadline = None if timeout is None else anyio.current_time() + timeout
         if not await self._rlock.aacquire(timeout):  # yields first: a get loop never starves the loop
