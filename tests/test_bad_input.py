@@ -19,6 +19,7 @@ import errno
 import inspect
 import logging
 import math
+import queue
 import re
 import socket
 import sys
@@ -48,8 +49,12 @@ BAD_TIMEOUTS = [
     ("bool", True, TypeError),
     ("object", object(), TypeError),
 ]
+# The primitives' waits (queues, pipes, locks, events, conditions, barriers) take a
+# negative timeout as 0, as the standard library's do (``poll(deadline - now)`` is common
+# code; see test_negative_timeouts_count_as_zero); NaN and non-numbers they refuse.
+WAIT_BAD_TIMEOUTS = [row for row in BAD_TIMEOUTS if row[0] not in ("negative", "minus-half")]
 # A shorter list for the awaitable twins, which share the blocking methods' check.
-SOME_BAD_TIMEOUTS = [BAD_TIMEOUTS[i] for i in (0, 2, 3, 4)]
+SOME_BAD_TIMEOUTS = [WAIT_BAD_TIMEOUTS[i] for i in (0, 1, 2)]
 
 LOCK_KINDS = ["Lock", "RLock", "Semaphore", "BoundedSemaphore"]
 QUEUE_KINDS = ["Queue", "JoinableQueue", "SimpleQueue"]
@@ -453,10 +458,10 @@ def test_queue_constructor_rejects(
 
 
 QUEUE_CALLS = [
-    *timeout_cases("put", lambda t: lambda q: q.put(1, timeout=t)),
+    *timeout_cases("put", lambda t: lambda q: q.put(1, timeout=t), WAIT_BAD_TIMEOUTS),
     case("put-block-str", lambda q: q.put(1, block="no"), TypeError, "block"),
     case("put-block-object", lambda q: q.put(1, block=object()), TypeError, "block"),
-    *timeout_cases("get", lambda t: lambda q: q.get(timeout=t)),
+    *timeout_cases("get", lambda t: lambda q: q.get(timeout=t), WAIT_BAD_TIMEOUTS),
     case("get-block-str", lambda q: q.get(block="no", timeout=0.5), TypeError, "block"),
     case("get-block-object", lambda q: q.get(block=object(), timeout=0.5), TypeError, "block"),
 ]
@@ -527,7 +532,7 @@ async def test_shut_down_queue(queues: Callable[..., Any], kind: str) -> None:
     with pytest.raises(aiomp.QueueShutDown):
         await _run(q.aput(2))
     with expect(ValueError, "timeout"):
-        q.get(timeout=-1)
+        q.get(timeout=NAN)
     with expect(ValueError, "timeout"):
         await _run(q.aget(timeout=NAN))
     assert q.get(timeout=5) == 1
@@ -563,7 +568,7 @@ PIPE_CALLS = [  # (a, b): a pipe with b"first" waiting at a
     case("send_bytes-size-float", lambda a, b: b.send_bytes(b"abc", 0, 1.5), TypeError, "size"),
     case("send_bytes-size-str", lambda a, b: b.send_bytes(b"abc", 0, "1"), TypeError, "size"),
     case("send_bytes-size-bool", lambda a, b: b.send_bytes(b"abc", 0, True), TypeError, "size"),
-    *timeout_cases("poll", lambda t: lambda a, b: a.poll(t)),
+    *timeout_cases("poll", lambda t: lambda a, b: a.poll(t), WAIT_BAD_TIMEOUTS),
     case("recv_bytes-maxlength-negative", lambda a, b: a.recv_bytes(-1), ValueError, "maxlength"),
     case("recv_bytes-maxlength-str", lambda a, b: a.recv_bytes("10"), TypeError, "maxlength"),
     case("recv_bytes-maxlength-float", lambda a, b: a.recv_bytes(1.5), TypeError, "maxlength"),
@@ -765,7 +770,7 @@ def test_condition_and_barrier_constructors_reject(call: Callable[[], Any], exc:
 
 
 LOCK_CALLS = [
-    *timeout_cases("acquire", lambda t: lambda lk: lk.acquire(timeout=t)),
+    *timeout_cases("acquire", lambda t: lambda lk: lk.acquire(timeout=t), WAIT_BAD_TIMEOUTS),
     case("acquire-block-str", lambda lk: lk.acquire(block="no", timeout=0.5), TypeError, "block"),
     case("acquire-block-object", lambda lk: lk.acquire(block=object(), timeout=0.5), TypeError, "block"),
 ]
@@ -797,7 +802,9 @@ async def test_lock_aacquire_rejects(kind: str, call: Callable[[Any], Any], exc:
     lk.release()
 
 
-@pytest.mark.parametrize(("call", "exc", "word"), timeout_cases("wait", lambda t: lambda ev: ev.wait(t)))
+@pytest.mark.parametrize(
+    ("call", "exc", "word"), timeout_cases("wait", lambda t: lambda ev: ev.wait(t), WAIT_BAD_TIMEOUTS)
+)
 def test_event_wait_rejects(call: Callable[[Any], Any], exc: type[Exception], word: str) -> None:
     ev = aiomp.Event()
     with expect(exc, word):
@@ -821,7 +828,7 @@ async def test_event_await_rejects(call: Callable[[Any], Any], exc: type[Excepti
 
 
 CONDITION_CALLS = [
-    *timeout_cases("wait", lambda t: lambda c: c.wait(t)),
+    *timeout_cases("wait", lambda t: lambda c: c.wait(t), WAIT_BAD_TIMEOUTS),
     *timeout_cases("wait_for", lambda t: lambda c: c.wait_for(lambda: False, t), SOME_BAD_TIMEOUTS),
     case("wait_for-predicate-int", lambda c: c.wait_for(5, 0.5), TypeError, "predicate"),
     case("wait_for-predicate-str", lambda c: c.wait_for("ready", 0.5), TypeError, "predicate"),
@@ -889,7 +896,9 @@ async def test_condition_awaitables_reject(call: Callable[[Any], Any], exc: type
             assert await cond.await_for(lambda: flag, 5)
 
 
-@pytest.mark.parametrize(("call", "exc", "word"), timeout_cases("wait", lambda t: lambda b: b.wait(t)))
+@pytest.mark.parametrize(
+    ("call", "exc", "word"), timeout_cases("wait", lambda t: lambda b: b.wait(t), WAIT_BAD_TIMEOUTS)
+)
 def test_barrier_wait_rejects(call: Callable[[Any], Any], exc: type[Exception], word: str) -> None:
     barrier = aiomp.Barrier(2)
     with expect(exc, word):
@@ -1149,6 +1158,119 @@ async def test_awaitable_timeout_inf_means_no_limit(scenario: Callable[[], Any])
     await scenario()
 
 
+# ------------------------------------------- a negative timeout counts as 0
+#
+# As in the standard library, where ``poll(deadline - now)`` is common code: each wait of
+# the primitives, blocking or awaited, given a negative timeout looks once and gives up
+# (a thread or ``fail_after`` is the way out should one wait instead).
+
+
+@contextlib.contextmanager
+def _held(lock: Any) -> Iterator[Any]:
+    """``lock`` held by another thread for the duration."""
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            taken.set()
+            release.wait(20)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert taken.wait(10)
+    try:
+        yield lock
+    finally:
+        release.set()
+        thread.join(10)
+
+
+def _negative_blocking(value: float) -> None:
+    for kind in LOCK_KINDS:
+        lk = getattr(aiomp, kind)()
+        with _held(lk):
+            assert _in_thread(lambda lk=lk: lk.acquire(timeout=value)) is False, kind
+        assert lk.acquire(timeout=value) is True, kind  # free: taken at once
+        lk.release()
+    event = aiomp.Event()
+    assert _in_thread(lambda: event.wait(value)) is False
+    event.set()
+    assert event.wait(value) is True
+    cond = aiomp.Condition()
+
+    def waits() -> tuple[Any, ...]:
+        with cond:
+            return cond.wait(value), cond.wait_for(lambda: False, value), cond.wait_for(lambda: 7, value)
+
+    assert _in_thread(waits) == (False, False, 7)
+    _condition_round_trip(cond)
+    barrier = aiomp.Barrier(2)
+    with pytest.raises(threading.BrokenBarrierError):
+        _in_thread(lambda: barrier.wait(value))  # timeout 0 breaks it, as in the stdlib
+    barrier.reset()
+    a, b = aiomp.Pipe()
+    with a, b:
+        assert _in_thread(lambda: a.poll(value)) is False
+        b.send_bytes(b"x")
+        assert a.poll(5)
+        assert a.poll(value) is True
+        assert a.recv_bytes() == b"x"
+
+
+def _negative_queues(value: float) -> None:
+    for kind in QUEUE_KINDS:
+        q = getattr(aiomp, kind)() if kind == "SimpleQueue" else getattr(aiomp, kind)(1)
+        try:
+            if kind != "SimpleQueue":
+                with pytest.raises(queue.Empty):
+                    _in_thread(lambda q=q: q.get(timeout=value))
+                q.put(1, timeout=value)  # room: put at once
+                with pytest.raises(queue.Full):
+                    _in_thread(lambda q=q: q.put(2, timeout=value))
+                assert q.get(timeout=5) == 1
+            _queue_still_works(q)
+        finally:
+            q.close()
+            q.join_thread()
+
+
+@pytest.mark.parametrize("value", [-1, -0.5, -INF])
+def test_negative_timeouts_count_as_zero(value: float) -> None:
+    _negative_blocking(value)
+    _negative_queues(value)
+
+
+@pytest.mark.parametrize("value", [-1, -INF])
+async def test_negative_timeouts_count_as_zero_awaited(value: float) -> None:
+    lock = aiomp.Lock()
+    lock.acquire()
+    assert await _run(lock.aacquire(value)) is False
+    lock.release()
+    assert await _run(lock.aacquire(value)) is True
+    lock.release()
+    event = aiomp.Event()
+    assert await _run(event.await_(value)) is False
+    cond = aiomp.Condition()
+    async with cond:
+        assert await _run(cond.await_(value)) is False
+        assert await _run(cond.await_for(lambda: False, value)) is False
+    barrier = aiomp.Barrier(2)
+    with pytest.raises(threading.BrokenBarrierError):
+        await _run(barrier.await_(value))
+    barrier.reset()
+    q = aiomp.Queue(1)
+    try:
+        with pytest.raises(queue.Empty):
+            await _run(q.aget(value))
+        await _run(q.aput(1, value))
+        with pytest.raises(queue.Full):
+            await _run(q.aput(2, value))
+        assert await _run(q.aget(value)) == 1
+    finally:
+        q.close()
+        q.join_thread()
+
+
 # --------------------------------------------------------------- shared ctypes
 
 SHARED_CTYPES = [
@@ -1220,7 +1342,8 @@ def test_log_to_stderr_rejects(level: Any, exc: type[Exception]) -> None:
 
 def test_every_public_name_is_covered() -> None:
     """A new public name needs its bad-input cases here. The exceptions, the statistics
-    snapshot and get_logger() take no user input worth checking."""
+    snapshot, get_logger() and the argument-less process functions of API.md take no user
+    input worth checking (those functions may not be exported yet: they are being added)."""
     covered = {
         *("Pool", "AsyncResult", "IMapIterator", "Process", "Queue", "JoinableQueue", "SimpleQueue"),
         *("Pipe", "Connection", "Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition"),
@@ -1230,4 +1353,5 @@ def test_every_public_name_is_covered() -> None:
         *("BrokenPoolError", "PoolClosedError", "ProcessError", "QueueShutDown", "RemoteTraceback"),
         *("WorkerDiedError", "PoolStatistics", "get_logger"),
     }
-    assert set(aiomp.__all__) == covered | no_input
+    no_arguments = {"cpu_count", "active_children", "current_process", "parent_process"}
+    assert set(aiomp.__all__) - no_arguments == covered | no_input

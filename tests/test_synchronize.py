@@ -592,8 +592,9 @@ def test_bad_constructor_arguments(factory: Any, error: type[Exception], match: 
 
 
 async def test_bad_timeouts() -> None:
+    """NaN and non-numbers are refused; a negative timeout counts as 0 (see the next tests)."""
     lock, event, cond, barrier = aiomp.Lock(), aiomp.Event(), aiomp.Condition(), aiomp.Barrier(2)
-    for bad, error in ((-1, ValueError), (math.nan, ValueError), ("1", TypeError)):
+    for bad, error in ((math.nan, ValueError), ("1", TypeError)):
         with pytest.raises(error, match="timeout"):
             await lock.aacquire(timeout=bad)
         with pytest.raises(error, match="timeout"):
