@@ -40,8 +40,12 @@ __all__ = [
     "SimpleQueue",
     "Value",
     "WorkerDiedError",
+    "active_children",
+    "cpu_count",
+    "current_process",
     "get_logger",
     "log_to_stderr",
+    "parent_process",
 ]
 
 __version__ = "0.1.0"
@@ -74,8 +78,12 @@ _HOMES = {
     "SimpleQueue": "queues",
     "Value": "sharedctypes",
     "WorkerDiedError": "_exceptions",
+    "active_children": "process",
+    "cpu_count": "process",
+    "current_process": "process",
     "get_logger": "util",
     "log_to_stderr": "util",
+    "parent_process": "process",
 }
 
 if TYPE_CHECKING:
@@ -90,7 +98,7 @@ if TYPE_CHECKING:
     from .backends import PoolStatistics
     from .connection import Connection, Pipe
     from .pool import AsyncResult, IMapIterator, Pool
-    from .process import Process
+    from .process import Process, active_children, cpu_count, current_process, parent_process
     from .queues import JoinableQueue, Queue, SimpleQueue
     from .sharedctypes import Array, Value
     from .synchronize import Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore

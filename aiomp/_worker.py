@@ -10,13 +10,15 @@ the worker. Each result is written as soon as it exists, so a
 crash never loses a result that was already computed by an earlier task.
 
 Plain functions run inline. ``async def`` functions run on the worker's own
-asyncio loop, up to ``child_concurrency`` at once, while the socket keeps being
-read so that more tasks and cancellations arrive; the worker drops back to the
-plain loop once no coroutine is left.
+event loop (asyncio's, uvloop's or trio's: ``child_loop``), up to
+``child_concurrency`` at once, while the socket keeps being read so that more
+tasks and cancellations arrive; the worker drops back to the plain loop once no
+coroutine is left.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import pickle
@@ -26,15 +28,19 @@ import time
 import traceback
 import types
 from collections import deque
-from collections.abc import Callable, MutableSequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine, MutableSequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _lifeline, _wire
+from . import _lifeline, _loops, _wire
 from ._serialize import dump_error, dumps, loads
 from ._wire import Buffer, FrameReader
 
 if TYPE_CHECKING:
     import asyncio
+
+    import anyio
+
+R = TypeVar("R")
 
 __all__ = ["worker_main"]
 
@@ -57,6 +63,7 @@ class _Worker:
         slot: int,
         maxtasks: int | None,
         concurrency: int,
+        child_loop: _loops.Loop = ("asyncio", {}),
     ) -> None:
         self.fd = fd
         self.reader = FrameReader(fd)
@@ -68,10 +75,12 @@ class _Worker:
         self.functions: dict[bytes, Callable[..., Any]] = {}
         self.stopping = False
         self.last_read = time.monotonic()
+        self.child_loop = child_loop
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.running: dict[int, asyncio.Task[Any]] = {}
-        self.wake: asyncio.Event | None = None
-        self.semaphore: asyncio.Semaphore | None = None
+        # The async tasks running now, each in a cancel scope of its own.
+        self.running: dict[int, anyio.CancelScope] = {}
+        self.wake: anyio.Event | None = None
+        self.semaphore: anyio.Semaphore | None = None
         self.gone = False
         # A task ran out of memory: the worker reports it and exits.
         self.out_of_memory = False
@@ -87,7 +96,7 @@ class _Worker:
                 self.accept(self.reader.read())
                 continue
             if self.queue[0][5]:
-                self.async_loop().run_until_complete(self.serve_async())
+                self.on_loop(self.serve_async)
                 if self.gone:
                     raise _ParentGone
             else:
@@ -138,7 +147,7 @@ class _Worker:
             func = self.function(func_data)
             value = _call(func, loads(payload, buffers), mode)
             if isinstance(value, types.CoroutineType):
-                value = self.async_loop().run_until_complete(value)
+                value = self.on_loop(functools.partial(_await, value))
         except MemoryError as error:
             self.markers.finish(index)
             self.send_out_of_memory(index, error, time.perf_counter() - start)
@@ -196,64 +205,112 @@ class _Worker:
         head = pickle.dumps((_wire.RESULT, index, status, data, len(buffers), seconds), 5)
         _wire.write_frame_blocking(self.fd, [head, *(b.raw() for b in buffers)])
 
-    # -- the asyncio mode --------------------------------------------------------
+    # -- the async mode ----------------------------------------------------------
+    #
+    # Written on anyio, so one code path serves every child_loop. asyncio and uvloop
+    # keep one loop for the worker's life (objects a task leaves behind stay usable);
+    # trio has no loop to keep, so each stretch of async tasks is one trio.run.
 
-    def async_loop(self) -> asyncio.AbstractEventLoop:
+    def on_loop(self, func: Callable[[], Coroutine[Any, Any, R]]) -> R:
+        """Run ``func()`` to completion on this worker's ``child_loop``."""
+        if self.child_loop[0] == "trio":
+            return _loops.run(self.child_loop, func)
         if self.loop is None:
-            import asyncio  # only workers that run coroutines pay for it
-
-            self.loop = asyncio.new_event_loop()
-        return self.loop
+            self.loop = _loops.new_asyncio_loop(self.child_loop)
+        return self.loop.run_until_complete(func())
 
     async def serve_async(self) -> None:
-        import asyncio
+        """Run async tasks (and plain ones between them) until no coroutine is left."""
+        import anyio
 
-        loop = asyncio.get_running_loop()
-        self.wake = asyncio.Event()
-        if self.semaphore is None:
-            self.semaphore = asyncio.Semaphore(self.concurrency)
-        loop.add_reader(self.fd, self.on_readable)
-        try:
-            while not (self.gone or self.out_of_memory):
-                while self.queue and not (self.gone or self.out_of_memory):
-                    task = self.queue[0]
-                    if not task[5] and not self.running:
-                        return  # only plain tasks left: back to the plain loop
-                    self.queue.popleft()
-                    if task[5]:
-                        self.start(task)
-                    else:
-                        self.run(task)
-                if not self.running:
+        self.semaphore = anyio.Semaphore(self.concurrency)
+        reading = anyio.CancelScope()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.read_async, reading)
+            try:
+                while not (self.gone or self.out_of_memory):
+                    while self.queue and not (self.gone or self.out_of_memory):
+                        task = self.queue[0]
+                        if not task[5] and not self.running:
+                            return  # only plain tasks left: back to the plain loop
+                        self.queue.popleft()
+                        if task[5]:
+                            self.start(task, tg)
+                        else:
+                            self.run(task)
+                    if not self.running:
+                        return
+                    self.wake = anyio.Event()
+                    await self.wake.wait()
+            finally:
+                for scope in self.running.values():
+                    scope.cancel()
+                reading.cancel()
+
+    async def read_async(self, scope: Any) -> None:
+        import anyio
+
+        with scope:
+            while True:
+                await anyio.wait_readable(self.fd)
+                try:
+                    self.accept(self.reader.read())
+                except EOFError:
+                    self.gone = True
                     return
-                self.wake.clear()
-                await self.wake.wait()
-        finally:
-            loop.remove_reader(self.fd)
-            for pending in self.running.values():
-                pending.cancel()
-            if self.running:
-                await asyncio.gather(*self.running.values(), return_exceptions=True)
+                finally:
+                    self.wake_up()
 
-    def on_readable(self) -> None:
-        try:
-            self.accept(self.reader.read())
-        except EOFError:
-            self.gone = True
-        assert self.wake is not None
-        self.wake.set()
+    def wake_up(self) -> None:
+        if self.wake is not None:
+            self.wake.set()
 
-    def start(self, task: Task) -> None:
+    def start(self, task: Task, tg: Any) -> None:
+        import anyio
+
         index = task[0]
         if index in self.cancelled or not self.markers.start(index):
             self.skip(index)
             return
-        job = self.async_loop().create_task(self.run_async(task))
-        self.running[index] = job
-        job.add_done_callback(lambda job: self.finished(index, job))
+        scope = anyio.CancelScope()
+        self.running[index] = scope
+        tg.start_soon(self.run_job, task, scope)
+
+    async def run_job(self, task: Task, scope: Any) -> None:
+        import anyio
+
+        index = task[0]
+        outcome: tuple[bool, object, float] | None = None
+        try:
+            with scope:
+                try:
+                    value, seconds = await self.run_async(task)
+                except anyio.get_cancelled_exc_class():
+                    raise
+                except BaseException as error:  # every failure goes to the caller
+                    outcome = (False, error, 0.0)
+                else:
+                    outcome = (True, value, seconds)
+        finally:
+            del self.running[index]
+            self.wake_up()
+        if outcome is None:  # its own scope was cancelled: the parent cancelled it
+            if not self.out_of_memory:  # else it was running: it fails as the worker exits
+                self.send(index, _wire.CANCELLED, b"", [], 0.0)
+            return
+        ok, value, seconds = outcome
+        if ok:
+            self.send_value(index, value, seconds)
+        elif isinstance(value, MemoryError):
+            self.send_out_of_memory(index, value, seconds)
+        else:
+            assert isinstance(value, BaseException)
+            self.send_error(index, value, seconds)
+        if self.left is not None:
+            self.left -= 1
 
     async def run_async(self, task: Task) -> tuple[object, float]:
-        import asyncio
+        import anyio
 
         _, func_data, payload, buffers, mode, _ = task
         start = time.perf_counter()
@@ -261,34 +318,41 @@ class _Worker:
         args = loads(payload, buffers)
         if mode == _wire.APPLY:
             value: object = await self.limited(func(*args[0], **args[1]))
-        else:
-            calls = (func(item) if mode == _wire.MAP else func(*item) for item in args)
-            value = list(await asyncio.gather(*(self.limited(call) for call in calls)))
-        return value, time.perf_counter() - start
+            return value, time.perf_counter() - start
+        calls = [func(item) if mode == _wire.MAP else func(*item) for item in args]
+        results: list[object] = [None] * len(calls)
+
+        async def one(position: int, call: Any) -> None:
+            results[position] = await self.limited(call)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for position, call in enumerate(calls):
+                    tg.start_soon(one, position, call)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as group:  # the first item's own error, as for a plain map
+            raise _first_error(group) from None
+        finally:
+            for call in calls:  # any never started: no "never awaited" warning
+                getattr(call, "close", lambda: None)()
+        return results, time.perf_counter() - start
 
     async def limited(self, call: Any) -> object:
         assert self.semaphore is not None
         async with self.semaphore:
             return await call
 
-    def finished(self, index: int, job: asyncio.Task[tuple[object, float]]) -> None:
-        del self.running[index]
-        if job.cancelled():
-            if not self.out_of_memory:  # else it was running: it fails as the worker exits
-                self.send(index, _wire.CANCELLED, b"", [], 0.0)
-        else:
-            error = job.exception()
-            if isinstance(error, MemoryError):
-                self.send_out_of_memory(index, error, 0.0)
-            elif error is not None:
-                self.send_error(index, error, 0.0)
-            else:
-                value, seconds = job.result()
-                self.send_value(index, value, seconds)
-            if self.left is not None:
-                self.left -= 1
-        assert self.wake is not None
-        self.wake.set()
+
+async def _await(value: Awaitable[R]) -> R:
+    return await value
+
+
+def _first_error(error: BaseException) -> BaseException:
+    """The first leaf of an exception group (anyio's task groups raise groups)."""
+    while isinstance(getattr(error, "exceptions", None), tuple) and error.exceptions:  # type: ignore[attr-defined]
+        error = error.exceptions[0]  # type: ignore[attr-defined]
+    return error
 
 
 def _call(func: Callable[..., Any], data: Any, mode: int) -> Any:
@@ -314,6 +378,7 @@ def worker_main(
     niceness: int = 0,
     logs: tuple[Any, Any] | None = None,
     lifeline: Any = None,
+    child_loop: _loops.Loop = ("asyncio", {}),
 ) -> None:
     """The target of every worker process."""
     # The parent decides what Ctrl-C means; a worker must not print a traceback.
@@ -342,7 +407,7 @@ def worker_main(
             _wire.write_frame_blocking(fd, [head])
             sys.exit(1)
     _wire.write_frame_blocking(fd, [pickle.dumps((_wire.READY, os.getpid()), 5)])
-    worker = _Worker(fd, marker, slot, maxtasks, concurrency)
+    worker = _Worker(fd, marker, slot, maxtasks, concurrency, child_loop)
     try:
         worker.serve()
     except (_ParentGone, EOFError, BrokenPipeError, ConnectionResetError):

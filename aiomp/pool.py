@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import itertools
 import logging
 import math
 import multiprocessing
 import multiprocessing.context
-import sys
 import warnings
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
@@ -38,6 +38,8 @@ from ._checks import context as _context
 from ._checks import is_async as _is_async
 from ._checks import positive_int as _positive_int
 from ._exceptions import BrokenPoolError, PoolClosedError
+from ._loops import check_child_loop
+from ._tasks import TaskHost
 from .backends import Backend, PoolStatistics, Task
 from .backends.local import LocalBackend, preload_worker, usable_cpus
 
@@ -192,6 +194,13 @@ class Pool:
     ``forward_logs`` (default True) sends every worker's log records to this
     process, where ``logging.getLogger(record.name).handle(record)`` runs them
     through the application's own handlers; see ``docs/logging.md``.
+
+    ``child_loop`` is the event loop ``async def`` functions run on in the workers:
+    ``"asyncio"``, ``"uvloop"`` or ``"trio"``; None (the default) means asyncio's,
+    or uvloop's when this process runs on uvloop, whatever this process's loop.
+
+    A pool may be left (``__aexit__``, ``close``/``join``, ``terminate``) by a task
+    other than the one that entered it: its background work runs in a task of its own.
     """
 
     def __init__(
@@ -206,7 +215,9 @@ class Pool:
         backend: Backend | None = None,
         worker_niceness: int = 5,
         forward_logs: bool = True,
+        child_loop: str | None = None,
     ) -> None:
+        child_loop = check_child_loop(child_loop)
         processes = usable_cpus() if processes is None else _positive_int("processes", processes)
         if isinstance(worker_niceness, bool) or not isinstance(worker_niceness, int):
             raise TypeError(f"worker_niceness must be an int from 0 to 19, not {type(worker_niceness).__name__}")
@@ -239,11 +250,13 @@ class Pool:
                 child_concurrency=child_concurrency,
                 worker_niceness=worker_niceness,
                 forward_logs=forward_logs,
+                child_loop=child_loop,
             )
         elif not isinstance(backend, Backend):
             raise TypeError(f"backend must be an aiomp backend or None, not {type(backend).__name__}")
         self._backend = backend
         self._tg: TaskGroup | None = None
+        self._host: TaskHost | None = None
         self._new_event: Callable[[], _Event] = anyio.Event
         self._entered = False
         self._exited = False
@@ -273,15 +286,17 @@ class Pool:
             raise BrokenPoolError(_NO_GUARD)
         self._entered = True
         self._new_event = _event_class()
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
+        # The background work runs in a task group hosted by a task of its own, so
+        # that any task may leave the pool (see _tasks); the entering task is free.
+        host = self._host = TaskHost(on_error=self._background_failed)
+        tg = await host.open()
         try:
             await self._backend.start(tg)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._backend.terminate()
-            tg.cancel_scope.cancel()
-            await tg.__aexit__(*sys.exc_info())
+                with contextlib.suppress(Exception):  # the start's own error goes on
+                    await host.close()
             raise
         self._tg = tg
         return self
@@ -289,8 +304,12 @@ class Pool:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
-        tg = self._tg
-        assert tg is not None, "Pool.__aexit__ without __aenter__"
+        """Leave the pool: from the task that entered it or from any other."""
+        host = self._host
+        if host is None or self._tg is None:
+            raise RuntimeError("Pool.__aexit__ without a successful __aenter__")
+        if self._exited:
+            raise RuntimeError("the pool was already exited")
         self._exited = True
         try:
             if exc_type is None:
@@ -299,18 +318,16 @@ class Pool:
         finally:
             # Left by an exception or a cancellation (of the block or of join):
             # stop everything now. After a clean join this finds nothing to do.
+            # Then end the background work; what it raised, if anything, goes on.
             with anyio.CancelScope(shield=True):
                 await self.terminate()
-            tg.cancel_scope.cancel()
-            try:
-                await tg.__aexit__(None, None, None)
-            except anyio.get_cancelled_exc_class():
-                # The block itself was left by an exception or a cancellation (Ctrl-C
-                # under asyncio.run, say): that goes on (returning re-raises it), not a
-                # cancellation of the task group chained to it or, on trio, put in its place.
-                if exc is None:
-                    raise
+                await host.close()
         return None
+
+    async def _background_failed(self, error: BaseException) -> None:
+        """The pool's background work failed: no call may wait for it any longer."""
+        self._closed = True
+        await self._backend.terminate()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if getattr(self, "_tg", None) is not None and not self._exited:

@@ -3,36 +3,39 @@
 Starting runs the standard library's start in a worker thread (a spawn or
 forkserver start blocks for milliseconds); joining waits on the process
 sentinel, a descriptor that becomes readable when the child exits. An ``async
-def`` target runs in the child on a fresh event loop of the parent's kind
-(asyncio, uvloop or trio). The target travels by reference when the child can
-import it and by value (cloudpickle) otherwise, so lambdas, closures and
-functions of ``__main__`` work.
+def`` target runs in the child on a fresh event loop: asyncio's (uvloop's when
+the parent runs on uvloop) unless ``child_loop`` says otherwise, as for a Pool.
+The target travels by reference when the child can import it and by value
+(cloudpickle) otherwise, so lambdas, closures and functions of ``__main__`` work.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import multiprocessing
 import multiprocessing.process
+import os
 import socket
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Coroutine, Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from multiprocessing import reduction
 from types import TracebackType
 from typing import Any
 
 import anyio
 import anyio.lowlevel
-import sniffio
 from typing_extensions import Self
 
-from . import _checks, _fd, _lifeline, _logs
+from . import _checks, _fd, _lifeline, _logs, _loops
 from ._doorbell import uncancellable
+from ._loops import check_child_loop
+from ._loops import resolve as resolve_loop
+from ._tasks import in_background
 
-__all__ = ["Process"]
+__all__ = ["Process", "active_children", "cpu_count", "current_process", "parent_process"]
 
 _GRACE = 1.0  # seconds between SIGTERM and SIGKILL when a Process is torn down
 
@@ -49,6 +52,8 @@ class Process:
     forkserver where available, else spawn). ``forward_logs`` (default True)
     sends the child's log records to this process's own logging setup; every
     record the child logged has been handled when ``join()`` returns.
+    ``child_loop`` (``"asyncio"``, ``"uvloop"``, ``"trio"`` or None) is the loop an
+    ``async def`` target runs on, by the same rule as ``Pool``'s.
     """
 
     def __init__(
@@ -61,6 +66,7 @@ class Process:
         daemon: bool | None = None,
         context: Any = None,
         forward_logs: bool = True,
+        child_loop: str | None = None,
     ) -> None:
         if target is not None and not callable(target):
             raise TypeError(f"target must be callable or None, not {type(target).__name__}")
@@ -71,6 +77,7 @@ class Process:
         if not isinstance(forward_logs, bool):
             raise TypeError(f"forward_logs must be a bool, not {type(forward_logs).__name__}")
         self._forward_logs = forward_logs
+        self._child_loop = check_child_loop(child_loop)
         self._logs: _logs.Receiver | None = None
         self._target = target
         self._args = _checks.check_args(args)
@@ -182,7 +189,7 @@ class Process:
             _Target(self._target),
             self._args,
             self._kwargs,
-            _loop_kind(),
+            resolve_loop(self._child_loop),
             None if logs is None else logs.child_config(),
             None if self._lifeline is None else self._lifeline.child_end,
         )
@@ -221,8 +228,9 @@ class Process:
             self._cut_lifeline()
             raise failure[0]
         self._exited = _fd.SharedWait(self._process.sentinel)
+        _STARTED.add(self)
         if logs is not None:
-            _in_background(functools.partial(_logs.listen_alone, logs))
+            in_background(functools.partial(_logs.listen_alone, logs))
 
     async def join(self, timeout: float | None = None) -> None:
         """Await the child's exit, for up to ``timeout`` seconds (it may still run after)."""
@@ -295,37 +303,57 @@ def _loads(data: bytes) -> _Target:
     return _Target(pickle.loads(data))
 
 
-def _loop_kind() -> tuple[str, dict[str, Any]]:
-    """The parent's event loop, so an ``async def`` target gets the same kind."""
-    library = sniffio.current_async_library()
-    if library == "asyncio" and type(asyncio.get_running_loop()).__module__.startswith("uvloop"):
-        return "asyncio", {"use_uvloop": True}
-    return library, {}
-
-
-_BACKGROUND: set[asyncio.Task[None]] = set()
+# The children started here, for active_children(); a child is forgotten with its object.
+_STARTED: weakref.WeakSet[Process] = weakref.WeakSet()
 # Daemon children's lifelines, kept until the child is joined or closed (dropping the
 # Process object must not kill its child): at the latest, this process's exit cuts them.
 _LIFELINES: set[_lifeline.Lifeline] = set()
 
 
-def _in_background(func: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run ``func()`` on the current loop, outside any task group (it must not raise)."""
-    if sniffio.current_async_library() == "trio":
-        import trio
+def cpu_count() -> int:
+    """The number of CPUs this process may run on: the default size of a ``Pool``.
 
-        trio.lowlevel.spawn_system_task(func)
-        return
-    task = asyncio.get_running_loop().create_task(func())
-    _BACKGROUND.add(task)  # the loop keeps only a weak reference
-    task.add_done_callback(_BACKGROUND.discard)
+    Unlike ``multiprocessing.cpu_count()`` (every CPU of the machine), this honours the
+    CPU affinity a container or ``taskset`` gives the process (``os.process_cpu_count()``
+    where it exists, the scheduler affinity otherwise).
+    """
+    count = getattr(os, "process_cpu_count", None)
+    if count is not None:
+        return int(count() or 1)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def active_children() -> list[Process]:
+    """The ``aiomp.Process`` children started by this process that are still running.
+
+    As ``multiprocessing.active_children()``, finished children are reaped on the way.
+    A ``Pool``'s workers are not listed: they belong to their pool.
+    """
+    return [p for p in list(_STARTED) if not p._released and p.is_alive()]
+
+
+def current_process() -> multiprocessing.process.BaseProcess:
+    """The process object for the process that calls it (``multiprocessing.current_process()``).
+
+    In a child started by ``aiomp.Process``, its ``name`` and ``pid`` are the child's;
+    in a pool worker, the name is ``aiomp-worker-N``.
+    """
+    return multiprocessing.current_process()
+
+
+def parent_process() -> multiprocessing.process.BaseProcess | None:
+    """The parent's process object in a child, None in the main process (``multiprocessing.parent_process()``)."""
+    return multiprocessing.parent_process()
 
 
 def _child_main(
     target: _Target,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    loop: tuple[str, dict[str, Any]],
+    loop: _loops.Loop,
     logs: tuple[Any, Any] | None,
     lifeline: Any = None,
 ) -> None:
@@ -339,8 +367,8 @@ def _child_main(
     if not _checks.is_async(func):
         func(*args, **kwargs)
         return
-    backend, options = loop
-    anyio.run(functools.partial(func, *args, **kwargs), backend=backend, backend_options=options)
+    _loops.run(loop, functools.partial(func, *args, **kwargs))
 
 
-Process.__module__ = "aiomp"
+for _public in (Process, cpu_count, active_children, current_process, parent_process):
+    _public.__module__ = "aiomp"

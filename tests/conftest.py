@@ -58,6 +58,16 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"the installed aiomp at {where} has no py.typed")
 
 
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """pytest-asyncio's tests (the fixture shapes users write) run on asyncio's loop and on uvloop."""
+    import asyncio
+
+    factories: dict[str, Any] = {"asyncio": asyncio.new_event_loop}
+    if sys.platform != "win32":
+        factories["uvloop"] = uvloop.new_event_loop
+    return factories
+
+
 @pytest.fixture(params=BACKENDS)
 def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return request.param

@@ -42,7 +42,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from .. import _fd, _lifeline, _logs, _serialize, _wire
+from .. import _fd, _lifeline, _logs, _loops, _serialize, _wire
 from .._exceptions import BrokenPoolError, PoolClosedError, WorkerDiedError
 from .._worker import worker_main
 from . import Backend, PoolStatistics, Task
@@ -131,6 +131,7 @@ class LocalBackend(Backend):
         child_concurrency: int,
         worker_niceness: int = 0,
         forward_logs: bool = True,
+        child_loop: str | None = None,
     ) -> None:
         self.processes = processes
         self._listener = _logs.Listener()  # handles every worker's log records
@@ -142,6 +143,8 @@ class LocalBackend(Backend):
         self._init = initializer
         self._maxtasks = maxtasksperchild
         self._concurrency = child_concurrency
+        self._child_loop_choice = child_loop
+        self._child_loop: _loops.Loop = _loops.resolve(child_loop)  # resolved again at start
         self._state = _State.INIT
         self._tg: TaskGroup | None = None
         self._pending: deque[Task] = deque()
@@ -161,6 +164,7 @@ class LocalBackend(Backend):
 
     async def start(self, task_group: TaskGroup) -> None:
         self._tg = task_group
+        self._child_loop = _loops.resolve(self._child_loop_choice)  # the parent's loop is known now
         self._state = _State.RUN
         if sys.platform != "win32":  # pragma: no branch - POSIX pipes and signals
             self._lifeline = _lifeline.Lifeline(self._ctx)
@@ -354,6 +358,7 @@ class LocalBackend(Backend):
                 self._niceness,
                 None if logs is None else logs.child_config(levels),
                 None if self._lifeline is None else self._lifeline.child_end,
+                self._child_loop,
             ),
             name=f"aiomp-worker-{slot}",
             daemon=True,
@@ -692,11 +697,7 @@ def preload_worker(context: multiprocessing.context.BaseContext) -> None:
 
 
 def usable_cpus() -> int:
-    """The CPUs this process may run on."""
-    count = getattr(os, "process_cpu_count", None)
-    if count is not None:
-        return int(count() or 1)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    """The CPUs this process may run on (``aiomp.cpu_count()``)."""
+    from ..process import cpu_count
+
+    return cpu_count()
