@@ -82,7 +82,9 @@ async def main(context: str | None) -> None:
         procs = [aiomp.Process(target=report, args=(lock, i), context=context) for i in range(3)]
         for proc in procs:
             await proc.start()
-        print("parent holds the lock while the workers start")
+        # flush: the workers print as soon as they get the lock, and when the output is a
+        # pipe or a file (not a terminal) an unflushed line would come out after theirs.
+        print("parent holds the lock while the workers start", flush=True)
     for proc in procs:
         await proc.join()
 
