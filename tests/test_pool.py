@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import os
 import signal
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,22 @@ import pytest
 
 import aiomp
 
-from . import _work
+from . import _faults, _work
+from ._work import wait_until
+from .conftest import BACKENDS
 
 pytestmark = pytest.mark.anyio
+
+# asyncio's own Task.cancel() exists only on asyncio's loops (the default one and uvloop).
+ASYNCIO_LOOPS = [param for param in BACKENDS if param.values[0][0] == "asyncio"]
+
+
+def _gone(pid: int) -> bool:
+    """The process ``pid`` has exited (a zombie not reaped yet counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 async def test_apply(start_method: str) -> None:
@@ -56,14 +71,20 @@ async def _pairs(n: int) -> Any:
         yield (i, i)
 
 
-async def test_imap_order_and_unordered(start_method: str) -> None:
+async def test_imap_order_and_unordered(start_method: str, tmp_path: Path) -> None:
+    def items(run: str) -> list[tuple[str | None, str, str]]:
+        """Four items; the first finishes only after the second has (each worker takes one)."""
+        marks = [str(tmp_path / f"{run}{i}") for i in range(4)]
+        return [(marks[1], marks[0], "a"), (None, marks[1], "b"), (None, marks[2], "c"), (None, marks[3], "d")]
+
     async with aiomp.Pool(2, context=start_method) as pool:
-        delays = [0.2, 0.0, 0.1, 0.0]
-        assert [x async for x in pool.imap(_work.sleep, delays)] == delays
-        unordered = [x async for x in pool.imap_unordered(_work.sleep, delays)]
-        assert sorted(unordered) == sorted(delays)
-        assert unordered[0] == 0.0  # a fast item overtakes the slow first one
-        assert [x async for x in pool.imap(_work.inc, range(100), chunksize=7)] == list(range(1, 101))
+        with anyio.fail_after(60):
+            ordered = [x async for x in pool.imap(_work.after_star, items("ordered"))]
+            assert ordered == ["a", "b", "c", "d"]  # input order, though "b" finished before "a"
+            unordered = [x async for x in pool.imap_unordered(_work.after_star, items("unordered"))]
+            assert sorted(unordered) == ["a", "b", "c", "d"]
+            assert unordered.index("b") < unordered.index("a")  # completion order
+            assert [x async for x in pool.imap(_work.inc, range(100), chunksize=7)] == list(range(1, 101))
 
 
 async def test_imap_reads_its_source_lazily() -> None:
@@ -129,9 +150,11 @@ async def test_lambdas_closures_and_main_functions() -> None:
 
 async def test_async_functions_run_concurrently_in_a_worker() -> None:
     async with aiomp.Pool(1, child_concurrency=8) as pool:
-        start = time.monotonic()
-        assert await pool.map(_work.asleep, [0.3] * 8, chunksize=1) == [0.3] * 8
-        assert time.monotonic() - start < 1.5  # serially it would take 2.4 s
+        # Each call returns only once all 8 are inside at once, in the one worker.
+        meet = functools.partial(_work.meet, uuid.uuid4().hex, 8)
+        with anyio.fail_after(60):
+            assert max(await pool.map(meet, range(8), chunksize=1)) == 8
+        assert await pool.map(_work.asleep, [0.01] * 8, chunksize=1) == [0.01] * 8
         assert await pool.apply(_work.asleep, (0,)) == 0
         with pytest.raises(KeyError, match="nope"):
             await pool.apply(_work.araise, ("nope",))
@@ -139,17 +162,27 @@ async def test_async_functions_run_concurrently_in_a_worker() -> None:
 
 async def test_child_concurrency_limits_coroutines() -> None:
     async with aiomp.Pool(1, child_concurrency=2) as pool:
-        start = time.monotonic()
-        await pool.map(_work.asleep, [0.2] * 4, chunksize=1)
-        assert time.monotonic() - start >= 0.38  # two rounds of two
+        # Each waits until two are inside: two at once must run. The worker holds three of
+        # them at once (two plus one ahead), so a third let in beside them would count.
+        meet = functools.partial(_work.meet, uuid.uuid4().hex, 2)
+        with anyio.fail_after(60):
+            assert max(await pool.map(meet, range(4), chunksize=1)) == 2
 
 
-async def test_cancelling_a_running_coroutine_keeps_the_worker() -> None:
+async def test_cancelling_a_running_coroutine_keeps_the_worker(tmp_path: Path) -> None:
+    started, never = tmp_path / "started", tmp_path / "never"
     async with aiomp.Pool(1) as pool:
         before = await pool.apply(_work.pid)
-        with pytest.raises(TimeoutError):
-            await pool.apply(_work.asleep, (30,), timeout=0.3)
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pool.apply, _work.agated, (str(started), str(never)))
+                await wait_until(lambda: _work.pids(started), "the coroutine to start")
+                tg.cancel_scope.cancel()
+            # The coroutine itself was cancelled in the worker, not left running there.
+            await wait_until(lambda: _work.pids(f"{started}.cancelled"), "the coroutine to see its cancellation")
+        assert _work.pids(started) == _work.pids(f"{started}.cancelled") == [before]
         assert await pool.apply(_work.pid) == before
+        assert pool.statistics().workers_restarted == 0
 
 
 # -- errors -----------------------------------------------------------------------
@@ -201,9 +234,8 @@ async def test_worker_death_fails_only_its_task(start_method: str, func: Any, ex
         assert info.value.exitcode == exitcode
         assert [await r for r in results] == [0.05] * 10
         assert await pool.map(_work.inc, range(100)) == list(range(1, 101))
-        stats = pool.statistics()
-        assert stats.workers_alive == 2
-        assert stats.workers_restarted == 1
+        await wait_until(lambda: pool.statistics().workers_alive == 2, "the replacement to start")
+        assert pool.statistics().workers_restarted == 1
 
 
 async def test_map_fails_whole_call_when_a_worker_dies() -> None:
@@ -233,68 +265,120 @@ async def test_crash_among_gathered_applies() -> None:
                 tg.start_soon(call, i)
         assert isinstance(outcomes[7], aiomp.WorkerDiedError)
         assert outcomes[:7] + outcomes[8:] == [0.02] * 19
-        assert pool.statistics().workers_alive == 2
+        await wait_until(lambda: pool.statistics().workers_alive == 2, "the replacement to start")
+        assert pool.statistics().workers_restarted == 1
 
 
 async def test_tasks_handed_to_a_dying_worker_run_exactly_once(tmp_path: Path) -> None:
+    started, go = str(tmp_path / "started"), str(tmp_path / "go")
     async with aiomp.Pool(1) as pool:
         # Teach the pool that tasks are tiny, so it hands the worker many at once.
         await pool.map(_work.inc, range(200), chunksize=1)
-        files = [str(tmp_path / f"t{i}") for i in range(30)]
-        first = pool.apply_async(_work.touch, (files[0], 0.3))
-        doomed = pool.apply_async(_work.exit_now, (3,))
-        rest = [pool.apply_async(_work.touch, (f,)) for f in files[1:]]
-        assert await first == files[0]
-        with pytest.raises(aiomp.WorkerDiedError):
-            await doomed
-        assert [await r for r in rest] == files[1:]
-        for f in files:
+        coroutines = [str(tmp_path / f"c{i}") for i in range(10)]
+        files = [str(tmp_path / f"t{i}") for i in range(20)]
+        with anyio.fail_after(60):
+            first = pool.apply_async(_work.gated, (started, go, "first"))
+            doomed = pool.apply_async(_work.exit_now, (3,))
+            # Coroutines are handed to a busy worker whatever the pool has learnt about
+            # task times (up to child_concurrency of them); the plain tasks behind them
+            # are handed too if the warm-up taught the pool they are tiny.
+            handed = [pool.apply_async(_work.atouch, (f,)) for f in coroutines]
+            rest = [pool.apply_async(_work.touch, (f,)) for f in files]
+            await wait_until(lambda: _work.pids(started), "the first task to start")
+            assert pool.statistics().tasks_running >= 2 + len(coroutines)
+            Path(go).write_text("go")  # the worker finishes the first task, then dies on the next
+            assert await first == "first"
+            with pytest.raises(aiomp.WorkerDiedError) as info:
+                await doomed
+            assert info.value.exitcode == 3
+            assert [await r for r in handed] == coroutines
+            assert [await r for r in rest] == files
+        for f in coroutines + files:
             assert len(Path(f).read_text().splitlines()) == 1, f
+        assert pool.statistics().workers_restarted == 1
 
 
 # -- cancellation and timeouts ------------------------------------------------------
 
 
 async def test_timeout_stops_a_running_task(tmp_path: Path, start_method: str) -> None:
-    marker = str(tmp_path / "slow")
+    started, never = str(tmp_path / "started"), str(tmp_path / "never")
     async with aiomp.Pool(1, context=start_method) as pool:
-        before = await pool.apply(_work.pid)
+        before = await pool.apply(_work.pid)  # the worker is ready
+        # The task runs until it is stopped (its gate never opens). The timeout is the
+        # feature: it leaves an idle, ready worker ample time to start the task.
         with pytest.raises(TimeoutError):
-            await pool.apply(_work.touch_first, (marker, 1.0), timeout=0.3)
-        assert Path(marker + ".start").exists()
-        after = await pool.apply(_work.pid)
+            await pool.apply(_work.gated, (started, never), timeout=2)
+        assert _work.pids(started) == [before], "the task had not started when the timeout fired"
+        with anyio.fail_after(30):
+            await wait_until(lambda: _gone(before), "the worker that ran the task to end")  # the work really stopped
+            after = await pool.apply(_work.pid)
         assert after != before  # the worker was replaced
-        await anyio.sleep(1.0)
-        assert not Path(marker + ".end").exists()  # the work really stopped
+        assert pool.statistics().workers_restarted == 1
 
 
 async def test_cancelled_queued_task_never_starts(tmp_path: Path) -> None:
-    blocker = str(tmp_path / "blocker")
+    started, go = str(tmp_path / "started"), str(tmp_path / "go")
     queued = str(tmp_path / "queued")
     async with aiomp.Pool(1) as pool:
-        running = pool.apply_async(_work.touch, (blocker, 0.5))
-        with anyio.move_on_after(0.2):
-            await pool.apply(_work.touch, (queued,))
-        assert await running == blocker
-        assert await pool.apply(_work.inc, (1,)) == 2
+        with anyio.fail_after(60):
+            running = pool.apply_async(_work.gated, (started, go, "blocker"))
+            await wait_until(lambda: _work.pids(started), "the blocker to start")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pool.apply, _work.touch, (queued,))
+                # Queued in the pool, or handed to the busy worker behind the blocker.
+                await wait_until(lambda: _submitted(pool) == 2, "the second call to be submitted")
+                tg.cancel_scope.cancel()
+            assert tg.cancel_scope.cancelled_caught
+            Path(go).write_text("go")
+            assert await running == "blocker"
+            # The worker takes tasks in order: had the cancelled one been kept, it ran by now.
+            assert await pool.apply(_work.inc, (1,)) == 2
         assert not Path(queued).exists()
+        assert pool.statistics().workers_restarted == 0
+
+
+def _submitted(pool: aiomp.Pool) -> int:
+    stats = pool.statistics()
+    return stats.tasks_queued + stats.tasks_running
 
 
 async def test_map_timeout_drops_the_rest(tmp_path: Path) -> None:
-    files = [str(tmp_path / f"m{i}") for i in range(20)]
+    starts = [str(tmp_path / f"m{i}") for i in range(20)]
+    never = str(tmp_path / "never")
     async with aiomp.Pool(2) as pool:
+        await _faults_rendezvous(pool, tmp_path)  # both workers are ready
+        # No item can finish (the gate never opens): each worker runs one until it is stopped.
         with pytest.raises(TimeoutError):
-            await pool.starmap(_work.touch, [(f, 0.1) for f in files], chunksize=1, timeout=0.35)
-        await anyio.sleep(0.5)
-        ran = sum(Path(f).exists() for f in files)
-        assert ran < 12, ran
+            await pool.starmap(_work.gated, [(f, never) for f in starts], chunksize=1, timeout=1)
+        with anyio.fail_after(30):
+            # Nothing of the map is left: a dropped item that ran anyway would block here.
+            await wait_until(
+                lambda: _submitted(pool) == 0 and pool.statistics().workers_alive == 2, "the map's work to stop"
+            )
+            assert await pool.map(_work.inc, range(20), chunksize=1) == list(range(1, 21))
+        ran = [pid for f in starts for pid in _work.pids(f)]
+        assert len(ran) <= 2, f"{len(ran)} items started: at most one per worker may have"
+        assert pool.statistics().workers_restarted == len(ran)  # each running one was stopped
+        assert all(_gone(pid) for pid in ran)
         assert await pool.apply(_work.inc, (1,)) == 2
 
 
+async def _faults_rendezvous(pool: aiomp.Pool, tmp_path: Path) -> None:
+    """Return once every worker of ``pool`` serves (each holds one of these tasks at once)."""
+    directory = tmp_path / f"rendezvous-{uuid.uuid4().hex[:8]}"
+    directory.mkdir()
+    meet = functools.partial(_faults.rendezvous, str(directory), pool.processes)
+    with anyio.fail_after(60):
+        met = await pool.map(meet, range(pool.processes), chunksize=1)
+    assert len({pid for pid, _, _ in met}) == pool.processes
+
+
 async def test_async_result_cancel(tmp_path: Path) -> None:
+    started, never = str(tmp_path / "started"), str(tmp_path / "never")
     async with aiomp.Pool(1) as pool:
-        slow = pool.apply_async(_work.sleep, (10,))
-        await anyio.sleep(0.2)
+        slow = pool.apply_async(_work.gated, (started, never))
+        await wait_until(lambda: _work.pids(started), "the task to start")
         assert slow.cancel() is True
         assert slow.cancel() is False
         assert slow.ready() and not slow.successful()
@@ -302,38 +386,59 @@ async def test_async_result_cancel(tmp_path: Path) -> None:
 
         with pytest.raises(concurrent.futures.CancelledError):
             await slow
-        assert await pool.apply(_work.inc, (1,)) == 2
+        with anyio.fail_after(30):  # a task left running would hold the only worker until its gate gave up
+            assert await pool.apply(_work.inc, (1,)) == 2
+        assert pool.statistics().workers_restarted == 1  # the running task was stopped with its worker
 
 
-async def test_cancelling_a_finished_task_spares_the_next_one() -> None:
+async def test_cancelling_a_finished_task_spares_the_next_one(tmp_path: Path) -> None:
+    first_started, first_go = str(tmp_path / "first"), str(tmp_path / "first-go")
+    second_started, second_go = str(tmp_path / "second"), str(tmp_path / "second-go")
     async with aiomp.Pool(1) as pool:
-        first = pool.apply_async(_work.sleep, (0.1,))
-        second = pool.apply_async(_work.sleep, (1.0,))
-        time.sleep(0.5)  # block the loop: first's result waits unread while second runs
-        assert first.cancel() is True
-        assert await second == 1.0
+        first = pool.apply_async(_work.gated, (first_started, first_go, 1))
+        second = pool.apply_async(_work.gated, (second_started, second_go, 2))
+        with anyio.fail_after(30):
+            await wait_until(
+                lambda: bool(_work.pids(first_started)) and pool.statistics().tasks_running == 2,
+                "the first task to start, the second handed to the worker",
+            )
+        for _ in range(3):
+            await anyio.sleep(0)  # the writer, woken when second was handed over, sends it
+        # Block the loop, so that first's result waits unread, until second runs.
+        Path(first_go).write_text("go")
+        _work.wait_for_file(second_started, timeout=30)
+        assert not first.ready()
+        assert first.cancel() is True  # first has finished in the worker: nothing to stop
+        Path(second_go).write_text("go")
+        with anyio.fail_after(30):
+            assert await second == 2
         assert pool.statistics().workers_restarted == 0
+        assert _work.pids(second_started) == _work.pids(first_started)
 
 
-async def test_asyncio_task_cancel(anyio_backend: Any) -> None:
-    if anyio_backend[0] != "asyncio":
-        pytest.skip("asyncio.Task.cancel is asyncio's own")
+@pytest.mark.parametrize("anyio_backend", ASYNCIO_LOOPS)
+async def test_asyncio_task_cancel(anyio_backend: Any, tmp_path: Path) -> None:
     import asyncio
 
+    started, never = str(tmp_path / "started"), str(tmp_path / "never")
     async with aiomp.Pool(1) as pool:
         before = await pool.apply(_work.pid)
-        task = asyncio.ensure_future(pool.apply(_work.sleep, (10,)))
-        await asyncio.sleep(0.3)
+        task = asyncio.ensure_future(pool.apply(_work.gated, (started, never)))
+        with anyio.fail_after(30):
+            await wait_until(lambda: _work.pids(started), "the task to start")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert await pool.apply(_work.pid) != before
+        with anyio.fail_after(30):
+            assert await pool.apply(_work.pid) != before  # the running task was stopped with its worker
+        assert _work.pids(started) == [before]
+        assert pool.statistics().workers_restarted == 1
 
 
 # -- AsyncResult -------------------------------------------------------------------------
 
 
-async def test_async_results_and_callbacks() -> None:
+async def test_async_results_and_callbacks(tmp_path: Path) -> None:
     seen: list[Any] = []
     async with aiomp.Pool(2) as pool:
         r1 = pool.apply_async(_work.add, (2, 3), callback=seen.append)
@@ -349,13 +454,17 @@ async def test_async_results_and_callbacks() -> None:
             await r4.get()
         assert 5 in seen and [1, 2, 3, 4, 5] in seen and [2] in seen
         assert any(isinstance(x, ValueError) for x in seen)
-        slow = pool.apply_async(_work.sleep, (0.5,))
+        go = tmp_path / "go"
+        slow = pool.apply_async(_work.gated, (str(tmp_path / "started"), str(go), "slow"))
         with pytest.raises(ValueError, match="not ready"):
             slow.successful()
         with pytest.raises(TimeoutError):
             await slow.get(timeout=0.05)
         assert await slow.wait(0.01) is False
-        assert await slow == 0.5
+        go.write_text("go")
+        with anyio.fail_after(30):
+            assert await slow.wait(30) is True
+            assert await slow == "slow"
 
 
 async def test_map_async_with_async_iterable() -> None:
@@ -380,22 +489,32 @@ async def test_normal_exit_waits_for_pending_work() -> None:
     assert not any(psutil.pid_exists(pid) for pid in pids)
 
 
-async def test_exception_exit_terminates() -> None:
-    with pytest.raises(ZeroDivisionError):
+async def test_exception_exit_terminates(tmp_path: Path) -> None:
+    started, never = str(tmp_path / "started"), str(tmp_path / "never")
+    with pytest.raises(ZeroDivisionError), anyio.fail_after(30):
         async with aiomp.Pool(2) as pool:
-            slow = pool.apply_async(_work.sleep, (30,))
-            await anyio.sleep(0.2)
+            slow = pool.apply_async(_work.gated, (started, never))
+            await wait_until(lambda: _work.pids(started), "the task to start")
             raise ZeroDivisionError
     with pytest.raises(aiomp.PoolClosedError):
         await slow
+    assert all(_gone(pid) for pid in _work.pids(started))  # terminated, not joined
 
 
-async def test_cancelled_block_terminates() -> None:
-    start = time.monotonic()
-    with anyio.move_on_after(0.5):
+async def test_cancelled_block_terminates(tmp_path: Path) -> None:
+    started, never = str(tmp_path / "started"), str(tmp_path / "never")
+    with anyio.fail_after(60), anyio.CancelScope() as scope:
         async with aiomp.Pool(2) as pool:
-            await pool.apply(_work.sleep, (30,))
-    assert time.monotonic() - start < 5
+            # Awaiting an AsyncResult does not stop its task when cancelled: only the
+            # block's exit can (its gate never opens: joined, it would run 30 s).
+            call = pool.apply_async(_work.gated, (started, never))
+            await wait_until(lambda: _work.pids(started), "the task to start")
+            cancelled = time.monotonic()
+            scope.cancel()
+            await call
+    assert scope.cancelled_caught
+    assert time.monotonic() - cancelled < 15, "the block waited for the task instead of terminating it"
+    assert all(_gone(pid) for pid in _work.pids(started))
 
 
 async def test_closed_pool_refuses_work() -> None:
@@ -418,10 +537,11 @@ async def test_pool_must_be_entered() -> None:
         await pool.apply(_work.inc, (1,))
 
 
-async def test_terminate_fails_pending_calls() -> None:
+async def test_terminate_fails_pending_calls(tmp_path: Path) -> None:
+    started, never = str(tmp_path / "started"), str(tmp_path / "never")
     async with aiomp.Pool(1) as pool:
-        pending = [pool.apply_async(_work.sleep, (5,)) for _ in range(3)]
-        await anyio.sleep(0.1)
+        pending = [pool.apply_async(_work.gated, (started, never)) for _ in range(3)]
+        await wait_until(lambda: _work.pids(started), "the first task to start")
         await pool.terminate()
         for r in pending:
             with pytest.raises(aiomp.PoolClosedError):
@@ -561,26 +681,42 @@ async def test_finished_calls_leave_no_reference_cycles() -> None:
         assert not cycles
 
 
-async def test_cancel_just_after_the_worker_takes_the_task_stops_it() -> None:
+async def test_cancel_just_after_the_worker_takes_the_task_stops_it(tmp_path: Path) -> None:
     """The parent and the worker agree through shared memory whether a task started."""
+    never = str(tmp_path / "never")
     async with aiomp.Pool(1) as pool:
         for i in range(15):
+            started = str(tmp_path / f"started{i}")
             first = pool.apply_async(_work.inc, (i,))
-            second = pool.apply_async(_work.sleep, (5,))
+            second = pool.apply_async(_work.gated, (started, never), {"timeout": 60})
             assert await first == i + 1
             second.cancel()
-            start = time.monotonic()
-            assert await pool.apply(_work.inc, (1,)) == 2
-            assert time.monotonic() - start < 3, f"try {i}: the cancelled task kept its worker busy"
+            # Never started, or stopped with its worker: else it holds the only worker
+            # until its gate gives up, a minute from now.
+            try:
+                with anyio.fail_after(30):
+                    assert await pool.apply(_work.inc, (1,)) == 2
+            except TimeoutError:
+                pytest.fail(f"try {i}: the cancelled task kept its worker busy")
+            assert all(_gone(pid) for pid in _work.pids(started)), f"try {i}: the cancelled task still runs"
 
 
-async def test_stopping_a_plain_task_spares_a_coroutine_beside_it() -> None:
+async def test_stopping_a_plain_task_spares_a_coroutine_beside_it(tmp_path: Path) -> None:
+    coroutine_started, go = str(tmp_path / "coroutine"), str(tmp_path / "go")
+    plain_started, never = str(tmp_path / "plain"), str(tmp_path / "never")
     async with aiomp.Pool(1) as pool:
-        coroutine = pool.apply_async(_work.asleep, (1.5,))
-        await anyio.sleep(0.2)
-        with pytest.raises(TimeoutError):
-            await pool.apply(_work.sleep, (10,), timeout=0.5)
-        assert await coroutine == 1.5  # rerun elsewhere, not failed
+        with anyio.fail_after(60):
+            coroutine = pool.apply_async(_work.agated, (coroutine_started, go, "coroutine"))
+            await wait_until(lambda: _work.pids(coroutine_started), "the coroutine to start")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pool.apply, _work.gated, (plain_started, never))
+                await wait_until(lambda: _work.pids(plain_started), "the plain task to start beside it")
+                tg.cancel_scope.cancel()  # stops the plain task: its worker is killed
+            await wait_until(lambda: pool.statistics().workers_restarted == 1, "the worker to be replaced")
+            Path(go).write_text("go")
+            assert await coroutine == "coroutine"  # rerun elsewhere, not failed
+        killed = _work.pids(plain_started)
+        assert _work.pids(coroutine_started) == [*killed, await pool.apply(_work.pid)]
 
 
 async def test_map_async_over_an_async_iterable_outlives_close() -> None:
@@ -603,12 +739,12 @@ async def test_imap_yields_results_while_an_async_source_is_slow() -> None:
     async def source() -> Any:
         yield 1
         yield 2
-        await anyio.sleep(30)  # a source that stalls after two items
+        await anyio.sleep_forever()  # a source that stalls after two items
         yield 3
 
     async with aiomp.Pool(2) as pool:
         results = pool.imap(_work.inc, source())
-        with anyio.fail_after(10):
+        with anyio.fail_after(30):
             assert [await results.__anext__(), await results.__anext__()] == [2, 3]
         await results.aclose()
 
@@ -634,23 +770,27 @@ async def test_imap_feedback_source_does_not_deadlock() -> None:
 
 
 async def test_cancelling_one_anext_keeps_the_iteration() -> None:
+    stalled = anyio.Event()
+
     async def source() -> Any:
         for i in range(6):
             if i == 2:
-                await anyio.sleep(1.0)
+                await stalled.wait()  # until an __anext__ has been cancelled
             yield i
 
     async with aiomp.Pool(2) as pool:
         results = pool.imap(_work.inc, source())
         got: list[int] = []
         timeouts = 0
-        with anyio.fail_after(20):
+        with anyio.fail_after(30):
             while True:
                 with anyio.move_on_after(0.3) as scope:
                     try:
                         got.append(await results.__anext__())
                     except StopAsyncIteration:
                         break
-                timeouts += scope.cancelled_caught
+                if scope.cancelled_caught:
+                    timeouts += 1
+                    stalled.set()
         assert got == [1, 2, 3, 4, 5, 6]
         assert timeouts >= 1
