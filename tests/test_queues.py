@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import multiprocessing.queues
 import queue
 import random
 import threading
@@ -15,9 +16,13 @@ import pytest
 
 import aiomp
 
-from . import _prims
+from . import _prims, _work
+from .conftest import BACKENDS
 
 pytestmark = pytest.mark.anyio
+
+# asyncio's own Task.cancel() exists only on asyncio's loops (the default one and uvloop).
+ASYNCIO_LOOPS = [param for param in BACKENDS if param.values[0][0] == "asyncio"]
 
 
 @pytest.fixture
@@ -45,7 +50,7 @@ QUEUE_TYPES = [
 ]
 
 
-def _drain_nowait(q: Any, n: int, timeout: float = 5) -> list[Any]:
+def _drain_nowait(q: Any, n: int, timeout: float = 30) -> list[Any]:
     return [q.get(timeout=timeout) for _ in range(n)]
 
 
@@ -60,7 +65,7 @@ def test_blocking_api(make: Callable[..., Any]) -> None:
     q.put_nowait(5)
     assert q.qsize() == 6
     assert [q.get(timeout=5) for _ in range(5)] == [0, 1, 2, 3, 4]
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while True:  # put_nowait hands the item to a feeder: it arrives shortly
         try:
             assert q.get_nowait() == 5
@@ -119,11 +124,36 @@ def test_put_after_close_raises(make: Callable[..., Any]) -> None:
         q.put(1)
 
 
-def test_queue_methods_exist(make: Callable[..., Any]) -> None:
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (aiomp.Queue, multiprocessing.queues.Queue),
+        (aiomp.JoinableQueue, multiprocessing.queues.JoinableQueue),
+        (aiomp.SimpleQueue, multiprocessing.queues.SimpleQueue),
+    ],
+    ids=["Queue", "JoinableQueue", "SimpleQueue"],
+)
+def test_queue_methods_exist(ours: type, theirs: type) -> None:
+    """Every public method of the standard library's queue, under its name."""
+    names = {name for name in dir(theirs) if not name.startswith("_") and callable(getattr(theirs, name))}
+    assert names, theirs
+    missing = sorted(name for name in names if not callable(getattr(ours, name, None)))
+    assert not missing, f"{ours.__name__} lacks {missing}"
+
+
+async def test_cancel_join_thread_lets_a_child_exit_with_items_unwritten(make: Callable[..., Any]) -> None:
+    """A child that put more than the pipe holds, with nobody reading, exits at once after
+    cancel_join_thread(); without it, it would wait at exit for its feeder, forever."""
     q = make(aiomp.Queue)
-    q.put(1)
-    assert q.get(timeout=5) == 1
-    q.cancel_join_thread()  # must not raise
+    with anyio.fail_after(30):
+        p = aiomp.Process(target=_work.fill_then_leave, args=(q, 2000, 4096, True))
+        await p.start()
+        await p.join(timeout=20)
+        if p.exitcode is None:
+            p.kill()
+            await p.join()
+            pytest.fail("the child did not exit: cancel_join_thread() did not stop the wait for its feeder")
+    assert p.exitcode == 0
 
 
 # -- the awaitable API -------------------------------------------------------------------------
@@ -157,33 +187,39 @@ async def test_mixing_blocking_and_awaitable_calls(make: Callable[..., Any]) -> 
 
 
 async def test_aget_timeout_and_aput_timeout(make: Callable[..., Any]) -> None:
+    # The timeouts are the feature: they fire, not early, and not much later on a loaded machine.
     q = make(aiomp.Queue, 1)
-    with anyio.fail_after(10):
+    with anyio.fail_after(30):
         started = time.monotonic()
         with pytest.raises(queue.Empty):
             await q.aget(timeout=0.1)
-        assert 0.08 < time.monotonic() - started < 3
+        assert 0.08 < time.monotonic() - started < 5
         await q.aput("a", timeout=0.1)
         started = time.monotonic()
         with pytest.raises(queue.Full):
             await q.aput("b", timeout=0.1)
-        assert 0.08 < time.monotonic() - started < 3
-        assert await q.aget(timeout=1) == "a"
+        assert 0.08 < time.monotonic() - started < 5
+        assert await q.aget(timeout=30) == "a"
         with pytest.raises(queue.Empty):
             await q.aget(timeout=0)
-    # the refused item was never put
-    with pytest.raises(queue.Empty):
-        q.get(timeout=0.2)
+        # The refused item was never put: the next item out is the one put after it.
+        await q.aput("c", timeout=30)
+        assert await q.aget(timeout=30) == "c"
 
 
 async def test_aget_waits_for_a_child_and_keeps_the_loop_free(make: Callable[..., Any]) -> None:
     q = make(aiomp.Queue)
-    async with aiomp.Process(target=_prims.put_after, args=(q, "late", 0.3)):
-        with anyio.fail_after(20):
-            item, max_gap, ticks = await _prims.while_ticking(q.aget)
+    go = aiomp.Event()
+    # The child puts only once the parent's loop, ticking while aget waits, says so (or
+    # after 10 s: what a blocked loop would make it do).
+    async with aiomp.Process(target=_work.put_when, args=(q, "late", go, 10)) as child:
+        with anyio.fail_after(30):
+            (item, released), max_gap, ticks, _ = await _work.while_ticking(q.aget, go.set)
+    assert child.exitcode == 0
     assert item == "late"
-    assert max_gap < 0.1, f"the loop stalled for {max_gap:.3f} s"
-    assert ticks > 50
+    assert released, "the child gave up waiting: the loop did not run while aget waited"
+    assert ticks >= 50
+    assert max_gap < 1.0, f"the loop stalled for {max_gap:.3f} s"
 
 
 async def test_aput_on_full_queue_waits_for_a_consumer(make: Callable[..., Any]) -> None:
@@ -277,17 +313,35 @@ async def test_shutdown_from_a_child_wakes_every_waiter(make: Callable[..., Any]
         except aiomp.QueueShutDown:
             outcomes.append("shutdown")
 
-    with anyio.fail_after(20):
-        async with aiomp.Process(target=_prims.get_one, args=(q, out)) as blocked, anyio.create_task_group() as tg:
-            for _ in range(3):
-                tg.start_soon(waiter)
-            await anyio.sleep(0.15)
-            async with aiomp.Process(target=_prims.shutdown, args=(q,)) as p:
-                pass
-            assert p.exitcode == 0
+    ready = aiomp.Event()
+    with anyio.fail_after(30):
+        async with aiomp.Process(target=_work.get_one_after, args=(ready, q, out)) as blocked:
+            # The child first, alone: once it holds the reader lock it is blocked in get().
+            assert await ready.await_(timeout=30)
+            await _work.wait_until(lambda: _reader_lock_held(q), "the child to block in get()")
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    tg.start_soon(waiter)
+                await _work.wait_until(lambda: _getters_waiting(q) == 3, "the three aget() calls to wait")
+                async with aiomp.Process(target=_prims.shutdown, args=(q,)) as p:
+                    pass
+                assert p.exitcode == 0
         assert await out.aget() == ("error", "QueueShutDown")
     assert blocked.exitcode == 0
     assert outcomes == ["shutdown"] * 3
+
+
+# The library has no public count of who waits on a queue; these read the reader lock's
+# own (its semaphore, and the count of async waiters its doorbell keeps).
+
+
+def _reader_lock_held(q: Any) -> bool:
+    return int(q._rlock._sem._get_value()) == 0
+
+
+def _getters_waiting(q: Any) -> int:
+    """aget() calls waiting for the reader lock (the holder waits on the pipe instead)."""
+    return int(q._rlock._waiters._get_value())
 
 
 async def test_async_for_ends_at_shutdown(make: Callable[..., Any]) -> None:
@@ -450,10 +504,9 @@ async def test_cancelled_ajoin(make: Callable[..., Any]) -> None:
             await q.ajoin()
 
 
+@pytest.mark.parametrize("anyio_backend", ASYNCIO_LOOPS)
 @pytest.mark.parametrize("what", ["aget", "aput", "ajoin", "async_for"])
 async def test_asyncio_task_cancel(make: Callable[..., Any], anyio_backend: Any, what: str) -> None:
-    if anyio_backend[0] != "asyncio":
-        pytest.skip("asyncio.Task.cancel is asyncio's own")
     q = make(aiomp.JoinableQueue, 1)
     if what == "aget":
         coro = q.aget()
@@ -487,14 +540,18 @@ async def test_asyncio_task_cancel(make: Callable[..., Any], anyio_backend: Any,
 
 async def test_ajoin_waits_for_task_done_in_a_child(make: Callable[..., Any]) -> None:
     q = make(aiomp.JoinableQueue)
-    with anyio.fail_after(20):
+    go = aiomp.Event()
+    with anyio.fail_after(30):
         for i in range(5):
             await q.aput(i)
-        async with aiomp.Process(target=_prims.get_n_and_ack, args=(q, 5, 0.05)):
-            started = time.monotonic()
-            _, max_gap, _ = await _prims.while_ticking(q.ajoin)
-            assert time.monotonic() - started > 0.15
-    assert max_gap < 0.1
+        # The child takes the items, and marks them done only once the parent's loop,
+        # ticking while ajoin waits, says so (after 10 s it gives up and exits 3).
+        async with aiomp.Process(target=_work.ack_when, args=(q, 5, go, 10)) as child:
+            _, max_gap, ticks, released = await _work.while_ticking(q.ajoin, go.set)
+    assert released, "ajoin returned before the items were marked done"
+    assert child.exitcode == 0, "the child gave up waiting: the loop did not run while ajoin waited"
+    assert ticks >= 50
+    assert max_gap < 1.0, f"the loop stalled for {max_gap:.3f} s"
     assert q.empty()
 
 
@@ -510,14 +567,24 @@ async def test_waiting_uses_no_thread(make: Callable[..., Any]) -> None:
         await undone.aput("y")
         await empty.aput("z")
         assert await empty.aget() == "z"
-        await anyio.sleep(0.05)
         before = threading.active_count()
         async with anyio.create_task_group() as tg:
             for _ in range(3):
                 tg.start_soon(empty.aget)
                 tg.start_soon(full.aput, "y")
             tg.start_soon(undone.ajoin)
-            await anyio.sleep(0.15)
+            # Every one of them waits now: one aget holds the reader lock (and waits on
+            # the pipe), two wait for the lock; three aputs wait for room; ajoin sleeps
+            # on its condition (the library's own counts: it has no public ones).
+            await _work.wait_until(
+                lambda: (
+                    _reader_lock_held(empty)
+                    and _getters_waiting(empty) == 2
+                    and int(full._sem._waiters._get_value()) == 3
+                    and undone._cond._sleeping() == 1
+                ),
+                "every call to wait",
+            )
             during = threading.active_count()
             tg.cancel_scope.cancel()
     assert during <= before, f"{during - before} threads started to wait"
@@ -541,10 +608,17 @@ def test_bad_maxsize(kind: str, args: tuple[Any, ...], error: type[Exception]) -
 
 
 async def test_bad_timeouts(make: Callable[..., Any]) -> None:
-    q = make(aiomp.Queue)
-    for bad, error in ((-1, ValueError), (math.nan, ValueError), ("1", TypeError)):
+    q = make(aiomp.Queue, 1)
+    for bad, error in ((math.nan, ValueError), ("1", TypeError)):
         with pytest.raises(error, match="timeout"):
             await q.aget(timeout=bad)
         with pytest.raises(error, match="timeout"):
             await q.aput(1, timeout=bad)
     assert q.qsize() == 0
+    # A negative timeout counts as 0, as in get() and put().
+    with pytest.raises(queue.Empty):
+        await q.aget(timeout=-1)
+    await q.aput(1, timeout=-1)
+    with pytest.raises(queue.Full):
+        await q.aput(2, timeout=-1)
+    assert q.get(timeout=30) == 1
