@@ -357,3 +357,13 @@ def fill_then_leave(q: Any, n: int, size: int, cancel_join: bool) -> None:
         q.put(b"x" * size)
     if cancel_join:
         q.cancel_join_thread()
+
+
+async def async_write_loop(path: str) -> None:
+    """An async target: write the loop library running it and, for asyncio, whose loop it is."""
+    import sniffio
+
+    library = sniffio.current_async_library()
+    if library == "asyncio":
+        library += " " + type(asyncio.get_running_loop()).__module__.split(".")[0]
+    Path(path).write_text(library)
