@@ -179,7 +179,7 @@ def rendezvous(directory: str, parties: int, item: object = None) -> tuple[int, 
     ``parties`` tasks that all return prove that ``parties`` workers are serving.
     """
     note(os.path.join(directory, str(os.getpid())))
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 20
     while len(os.listdir(directory)) < parties:
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {len(os.listdir(directory))} of {parties} workers took a task")

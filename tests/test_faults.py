@@ -41,7 +41,7 @@ KILLED = -signal.SIGKILL
 # -- helpers (parent side) --------------------------------------------------------------------------
 
 
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
     """Poll ``condition`` (cheap state: files, statistics) for at most ``timeout`` seconds."""
     with anyio.move_on_after(timeout):
         while not condition():
@@ -178,14 +178,17 @@ async def test_worker_killed_with_tasks_received_but_not_started(
             # Teach the pool that tasks are tiny, so it hands the worker many at once.
             await pool.map(_work.inc, range(200), chunksize=1)
             long = pool.apply_async(_faults.block, (str(started), 30))
-            plain = [pool.apply_async(_faults.record, (str(directory), i)) for i in range(10)]
+            # Coroutines first: they are handed to the busy worker whatever the pool has
+            # learnt about task times (up to child_concurrency of them). The plain tasks
+            # and chunks behind them are handed too if the warm-up taught the pool that
+            # tasks are tiny (normally; a loaded machine may make them look slow and
+            # leave some in the pool's queue).
             coroutines = [pool.apply_async(_faults.arecord, (str(directory), i)) for i in range(10, 15)]
+            plain = [pool.apply_async(_faults.record, (str(directory), i)) for i in range(10)]
             chunked = pool.map_async(functools.partial(_faults.record, str(directory)), range(15, 30), chunksize=3)
             victim = await read_pid(started)
-            # Normally all 20 are handed to the worker at once; a loaded machine that made
-            # the warm-up's tasks look slow may leave some in the pool's queue.
             stats = pool.statistics()
-            assert stats.tasks_queued + stats.tasks_running == 1 + 10 + 5 + 5
+            assert stats.tasks_queued + stats.tasks_running == 1 + 5 + 10 + 5
             assert stats.tasks_running >= 1 + 5, f"only {stats.tasks_running - 1} tasks handed to the busy worker"
             os.kill(victim, signal.SIGKILL)
             with pytest.raises(aiomp.WorkerDiedError) as info:
@@ -273,12 +276,17 @@ async def _call_every_way(pool: aiomp.Pool) -> list[BaseException | None]:
 
 
 async def _assert_stays_broken(pool: aiomp.Pool, attempts: Path, processes: int) -> None:
-    """Later calls fail at once, and the attempts to start workers stop, few."""
+    """Later calls fail at once, and the attempts to start workers stop, few.
+
+    The final count is checked by ``_assert_attempts`` once the pool's block has ended,
+    which waits for every worker and for every start scheduled before the pool broke.
+    """
     with pytest.raises(aiomp.BrokenPoolError):
         await pool.apply(_work.inc, (1,))
     await wait_until(lambda: pool.statistics().workers_alive == 0, "the last workers to exit")
-    # A start scheduled before the pool broke may still be on its way: wait for a
-    # quiet second. A pool that respawns forever never has one, and fails the bound.
+    # A pool that respawns forever keeps adding attempts while it is open: look for that
+    # until the attempts go quiet for a second. This only gives it the chance to show; a
+    # start still on its way later (a busy machine) is allowed for, and bounded, after.
     count = len(lines(attempts))
     while True:
         assert 3 <= count <= 3 + processes, f"{count} attempts to start a worker"
@@ -286,7 +294,12 @@ async def _assert_stays_broken(pool: aiomp.Pool, attempts: Path, processes: int)
         if len(lines(attempts)) == count:
             break
         count = len(lines(attempts))
-    assert pool.statistics().workers_alive == 0
+
+
+def _assert_attempts(attempts: Path, processes: int) -> None:
+    """After the pool's block: three failed starts broke it; at most one more per slot was on its way."""
+    count = len(lines(attempts))
+    assert 3 <= count <= 3 + processes, f"{count} attempts to start a worker"
 
 
 async def test_initializer_that_always_raises(anyio_backend: Any, start_method: str, tmp_path: Path) -> None:
@@ -300,6 +313,7 @@ async def test_initializer_that_always_raises(anyio_backend: Any, start_method: 
                 assert "initializer raised InitFailedError: no database today" in str(error)
                 assert isinstance(error.__cause__, _faults.InitFailedError)
             await _assert_stays_broken(pool, attempts, 2)
+    _assert_attempts(attempts, 2)
 
 
 async def test_startup_that_always_crashes(anyio_backend: Any, start_method: str, tmp_path: Path) -> None:
@@ -313,6 +327,7 @@ async def test_startup_that_always_crashes(anyio_backend: Any, start_method: str
                 assert "worker processes in a row exited (code -9) while starting" in str(error)
                 assert '`if __name__ == "__main__":`' in str(error)
             await _assert_stays_broken(pool, attempts, 2)
+    _assert_attempts(attempts, 2)
 
 
 # -- 3. maxtasksperchild with work queued ----------------------------------------------------------------------------
@@ -497,8 +512,17 @@ async def test_slow_consumer_keeps_an_endless_source_bounded(anyio_backend: Any,
                 ahead: list[int] = []
                 async for value in results:
                     got.append(value)
-                    if len(got) % 40 == 20:
-                        await anyio.sleep(0.05)  # the slow consumer: the workers and the source may run ahead
+                    if len(got) % 40 == 20 and kind == "async":
+                        # The slow consumer: an async source is read by a task of the pool's
+                        # own, which runs ahead while the consumer pauses, until the window is
+                        # full (a result taken but not consumed still fills its chunk's place).
+                        # A sync source is read only inside __anext__, which fills the window.
+                        await wait_until(
+                            lambda source=source, got=got, results=results: (
+                                source.calls - len(got) >= (results.window - 1) * chunksize
+                            ),
+                            "the source to run ahead as far as the window allows",
+                        )
                     ahead.append(source.calls - len(got))
                     if len(got) == wanted:
                         break
