@@ -31,7 +31,7 @@ ASYNCIO_LOOPS = [param for param in BACKENDS if param.values[0][0] == "asyncio"]
 def _gone(pid: int) -> bool:
     """The process ``pid`` has exited (a zombie not reaped yet counts as gone)."""
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 

@@ -11,8 +11,13 @@ import pytest
 import aiomp
 
 from . import _prims, _work
+from ._work import wait_until
+from .conftest import BACKENDS
 
 pytestmark = pytest.mark.anyio
+
+# asyncio's own Task.cancel() exists only on asyncio's loops (the default one and uvloop).
+ASYNCIO_LOOPS = [param for param in BACKENDS if param.values[0][0] == "asyncio"]
 
 
 async def test_poll_and_empty_see_what_is_waiting(anyio_backend: Any) -> None:
@@ -26,11 +31,11 @@ async def test_poll_and_empty_see_what_is_waiting(anyio_backend: Any) -> None:
         assert q.empty() and sq.empty()
         await q.aput(1)
         await sq.aput(1)
-        with anyio.fail_after(5):
+        with anyio.fail_after(30):
             while q.empty():  # the put may still be on its way into the socket
                 await anyio.sleep(0.001)
         assert not sq.empty()
-        assert q.get_nowait() == 1 and await sq.aget(timeout=5) == 1
+        assert q.get_nowait() == 1 and await sq.aget(timeout=30) == 1
     finally:
         for closeable in (a, b, q, sq):
             closeable.close()
@@ -51,10 +56,13 @@ async def test_shutdown_waits_for_puts_still_in_another_process(anyio_backend: A
 
 async def test_cancelled_unsent_asend_is_withdrawn(anyio_backend: Any) -> None:
     a, b = aiomp.Pipe()
-    with anyio.move_on_after(0.2):  # fill the socket: nobody reads yet
-        await a.asend_bytes(b"F" * (16 << 20))
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(a.asend_bytes, b"F" * (16 << 20))  # fills the socket: nobody reads yet
+            await wait_until(b.poll, "the filler to begin to arrive")
+            tg.cancel_scope.cancel()  # begun: the rest of it still goes, in the background
     with anyio.move_on_after(0.1) as scope:
-        await a.asend("A")  # queued behind the filler, not a byte of it sent
+        await a.asend("A")  # queued behind the filler (which cannot end: nobody reads), not a byte of it sent
     assert scope.cancelled_caught
     received: list[Any] = []
 
@@ -73,30 +81,39 @@ async def test_cancelled_unsent_asend_is_withdrawn(anyio_backend: Any) -> None:
     b.close()
 
 
+@pytest.mark.parametrize("anyio_backend", ASYNCIO_LOOPS)  # a second cancellation while shielded: Task.cancel
 async def test_condition_bookkeeping_survives_a_second_cancellation(anyio_backend: Any) -> None:
-    if anyio_backend[0] != "asyncio":
-        pytest.skip("a second cancellation while shielded is asyncio's Task.cancel")
     import asyncio
 
     cond = aiomp.Condition(aiomp.Lock())
     cond.acquire()  # held by the loop thread, so the waiter cannot take it back at once
+
+    # The library has no public count of a condition's waiters: these read its own.
+    def lock_waiters() -> int:
+        return int(cond._lock._waiters._get_value())
 
     async def waiter() -> None:
         async with cond:
             await cond.await_()
 
     task = asyncio.ensure_future(waiter())
-    await asyncio.sleep(0.05)
-    cond.release()
-    await asyncio.sleep(0.05)  # the waiter sleeps in await_
-    cond.acquire()
-    task.cancel()
-    await asyncio.sleep(0.05)  # cancelled: now retaking the lock, which we hold
-    task.cancel()  # a second cancellation while it does
-    await asyncio.sleep(0.05)
-    cond.release()
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(task, 5)
+    with anyio.fail_after(30):
+        await wait_until(lambda: lock_waiters() == 1, "the waiter to wait for the lock")
+        cond.release()
+        await wait_until(lambda: cond._sleeping() == 1, "the waiter to sleep in await_")
+        cond.acquire()  # free: the waiter let go of it to sleep
+        task.cancel()
+        await wait_until(
+            lambda: cond._sleeping() == 0 and lock_waiters() == 1,
+            "the cancelled waiter to retake the lock, which we hold",
+        )
+        task.cancel()  # a second cancellation while it does
+        for _ in range(5):
+            await asyncio.sleep(0)  # delivered at the waiter's next step
+        assert not task.done()  # still waiting for the lock
+        cond.release()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 30)
     async with cond:
         cond.notify_all()  # nobody waits: must leave no wake-up behind
         assert not await cond.await_(timeout=0.2)
@@ -141,6 +158,6 @@ async def test_an_error_raised_while_the_pool_block_is_cancelled_is_not_lost(any
         async with aiomp.Pool(1) as pool:
             scope.deadline = anyio.current_time() + 0.1
             try:
-                await pool.apply(_work.sleep, (5,))
+                await pool.apply(_work.sleep, (30,))  # cancelled long before it could end
             finally:
                 raise ValueError("raised while cancelled")
