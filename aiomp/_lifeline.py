@@ -32,7 +32,7 @@ import signal
 import threading
 from typing import Any
 
-__all__ = ["Lifeline", "arm"]
+__all__ = ["Lifeline", "arm", "forking"]
 
 # Write ends this process holds. A child forked without exec (the fork start
 # method, os.fork, a stdlib Pool) inherits them and would keep every pipe open
@@ -79,6 +79,17 @@ if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
     os.register_at_fork(
         before=_WRITE_ENDS_LOCK.acquire, after_in_parent=_WRITE_ENDS_LOCK.release, after_in_child=_forked_child
     )
+
+
+# Starts by fork are serialized. Two threads forking at once copy each other's half-made
+# children: a worker forked while another's start is under way inherits that one's
+# sentinel write end (and its socket), so the other's death would never be seen.
+_FORK_LOCK = threading.Lock()
+
+
+def forking(process: Any) -> contextlib.AbstractContextManager[Any]:
+    """Hold the fork lock around starting ``process`` if its start method forks this process."""
+    return _FORK_LOCK if getattr(process, "_start_method", None) == "fork" else contextlib.nullcontext()
 
 
 def arm(conn: Any) -> None:

@@ -199,7 +199,8 @@ class Process:
 
         def start() -> None:
             try:
-                self._process.start()
+                with _lifeline.forking(self._process):
+                    self._process.start()
             except BaseException as error:
                 failure.append(error)
             finally:

@@ -36,7 +36,7 @@ import pickle
 import signal
 import sys
 from collections import deque
-from collections.abc import MutableSequence
+from collections.abc import Callable, MutableSequence
 from typing import Any
 
 import anyio
@@ -44,6 +44,7 @@ from anyio.abc import TaskGroup
 
 from .. import _fd, _lifeline, _logs, _loops, _serialize, _wire
 from .._exceptions import BrokenPoolError, PoolClosedError, WorkerDiedError
+from .._lifeline import forking
 from .._worker import worker_main
 from . import Backend, PoolStatistics, Task
 
@@ -369,7 +370,7 @@ class LocalBackend(Backend):
         self._workers[slot] = worker
         self._dispatch()
         try:
-            await anyio.to_thread.run_sync(_start, process, abandon_on_cancel=False)
+            await anyio.to_thread.run_sync(_start, process, child_end.close, abandon_on_cancel=False)
         except BaseException as error:
             child_end.close()
             if logs is not None:
@@ -607,15 +608,19 @@ class LocalBackend(Backend):
             self._idle.set()
 
 
-def _start(process: multiprocessing.process.BaseProcess) -> None:
+def _start(process: multiprocessing.process.BaseProcess, started: Callable[[], None]) -> None:
     """Start a worker with SIGINT blocked, so Ctrl-C cannot reach it before it ignores the signal.
 
     The mask is this thread's and the child inherits it (through exec too); the
     worker unblocks SIGINT once it ignores it. The forkserver and the resource
-    tracker, though, are started first with the mask as it was.
+    tracker, though, are started first with the mask as it was. ``started()`` (which
+    closes the parent's copy of the child's end of the socket) runs inside the fork
+    lock, so that no later forked worker inherits that copy.
     """
     if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
-        process.start()
+        with forking(process):
+            process.start()
+            started()
         return
     # Helpers started on first use must not inherit the mask, and the resource
     # tracker unblocks SIGINT in the calling thread as it starts: both go first.
@@ -628,7 +633,9 @@ def _start(process: multiprocessing.process.BaseProcess) -> None:
         forkserver.ensure_running()
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        process.start()
+        with forking(process):
+            process.start()
+            started()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
