@@ -18,6 +18,7 @@ coroutine is left.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
-__all__ = ["worker_main"]
+__all__ = ["forget_wakeup_fd", "worker_main"]
 
 # Check the socket for cancellations at least this often between tasks.
 _POLL_INTERVAL = 0.001
@@ -363,6 +364,17 @@ def _call(func: Callable[..., Any], data: Any, mode: int) -> Any:
     return list(itertools.starmap(func, data))
 
 
+def forget_wakeup_fd() -> None:
+    """A child forked from a running event loop inherits its signal wakeup fd: drop it.
+
+    Otherwise a loop started in the child (trio's above all) finds a wakeup fd it did
+    not set, warns that it may collide with another library, and writes into the
+    parent loop's socket on every signal.
+    """
+    with contextlib.suppress(ValueError):  # not the main thread: nothing was inherited there
+        signal.set_wakeup_fd(-1)
+
+
 def _note(error: BaseException, text: str) -> None:
     if hasattr(error, "add_note"):
         error.add_note(text)
@@ -385,6 +397,7 @@ def worker_main(
     # The parent started it with SIGINT blocked, so one that came meanwhile is
     # pending: ignoring the signal before unblocking it discards that one too.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    forget_wakeup_fd()
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if lifeline is not None:

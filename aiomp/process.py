@@ -34,6 +34,7 @@ from ._doorbell import uncancellable
 from ._loops import check_child_loop
 from ._loops import resolve as resolve_loop
 from ._tasks import in_background
+from ._worker import forget_wakeup_fd
 
 __all__ = ["Process", "active_children", "cpu_count", "current_process", "parent_process"]
 
@@ -358,6 +359,7 @@ def _child_main(
     logs: tuple[Any, Any] | None,
     lifeline: Any = None,
 ) -> None:
+    forget_wakeup_fd()  # one a fork copied from the parent's loop
     if lifeline is not None:
         _lifeline.arm(lifeline)  # a daemon child: die with the parent
     if logs is not None:
