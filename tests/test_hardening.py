@@ -10,10 +10,12 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import selectors
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,44 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _read_lines(proc: subprocess.Popen[str], done: Callable[[list[str]], bool], timeout: float = 30) -> list[str]:
+    """Lines of ``proc``'s stdout until ``done(lines)``; fails on EOF or after ``timeout`` s.
+
+    Reads the descriptor itself (a text wrapper's buffer would hide lines from ``select``),
+    and only whole lines: what follows the last one stays unread for ``communicate``.
+    """
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while not done(lines):
+            left = deadline - time.monotonic()
+            assert left > 0 and selector.select(left), f"no more output after {timeout} s: {lines}"
+            line = b""
+            while not line.endswith(b"\n"):  # byte by byte: not a byte past the line
+                byte = os.read(fd, 1)
+                assert byte, f"the program ended early: {lines}"
+                line += byte
+            lines.append(line.decode().rstrip("\n"))
+    return lines
+
+
+def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Poll ``condition`` (cheap, observable state) until it holds; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting after {timeout} s for {what}"
+        time.sleep(0.005)
+
+
+def _loop_args(loop: str) -> str:
+    """How the test programs below run ``main`` on ``loop``."""
+    options = '{"use_uvloop": True}' if loop == "uvloop" else "{}"
+    return f"backend={'trio' if loop == 'trio' else 'asyncio'!r}, backend_options={options}"
+
+
 class _Victim:
     def __init__(self, loop: str, start_method: str, *options: str) -> None:
         self.proc = subprocess.Popen(
@@ -49,21 +89,35 @@ class _Victim:
             start_new_session=True,  # its own process group, like a program run from a shell
         )
         self.workers: list[int] = []
-        assert self.proc.stdout is not None
         try:
-            # The pool starts within seconds; the suite's timeout covers a hang.
-            while len(self.workers) < 2:
-                line = self.proc.stdout.readline()
-                if not line:
-                    break
+            lines = _read_lines(self.proc, lambda lines: len(lines) == 2)
+            for line in lines:
                 kind, pid = line.split()
                 assert kind == "worker", line
                 self.workers.append(int(pid))
-            assert len(self.workers) == 2, self.finish()[1]
+            self._inside_their_tasks()
+        except AssertionError as error:
+            code, err = self.finish()
+            raise AssertionError(f"{error}\nthe program's exit code: {code}, its stderr:\n{err}") from None
         except BaseException:
             self.kill()
             raise
-        time.sleep(0.2)  # both are inside their task now
+
+    def _inside_their_tasks(self) -> None:
+        """Wait until one worker is deep in its C call and the other asleep.
+
+        Each printed its line as its task began; the busy one then only burns CPU
+        (in ``sum``, holding the GIL), the other sleeps in ``time.sleep``.
+        """
+        procs = [psutil.Process(pid) for pid in self.workers]
+        start = [sum(p.cpu_times()[:2]) for p in procs]
+
+        def settled() -> bool:
+            burnt = [sum(p.cpu_times()[:2]) - before for p, before in zip(procs, start, strict=True)]
+            asleep = [p.status() == psutil.STATUS_SLEEPING for p in procs]
+            return any(b >= 0.05 and not s for b, s in zip(burnt, asleep, strict=True)) and any(asleep)
+
+        _wait_until(settled, "one worker computing and the other asleep")
 
     def wait_for_workers(self, limit: float) -> float:
         """Seconds until every worker has exited (at most ``limit``)."""
@@ -106,8 +160,9 @@ def test_workers_die_with_their_parent(loop: str, start_method: str, how: str) -
         victim.kill()
 
 
-def test_workers_die_with_a_parent_that_had_forked_another_child(start_method: str) -> None:
-    victim = _Victim("asyncio", start_method, "fork")
+@pytest.mark.parametrize("loop", LOOPS)
+def test_workers_die_with_a_parent_that_had_forked_another_child(loop: str, start_method: str) -> None:
+    victim = _Victim(loop, start_method, "fork")
     try:
         os.kill(victim.proc.pid, signal.SIGKILL)
         took = victim.wait_for_workers(5)
@@ -117,29 +172,38 @@ def test_workers_die_with_a_parent_that_had_forked_another_child(start_method: s
 
 
 _DAEMON = """
-import os, sys, time
+import gc, os, sys, weakref
 import anyio, aiomp
 
-def busy(_):
-    os.write(1, f"child {os.getpid()}\\n".encode())
+def busy(i, go):
+    os.write(1, f"child {i} {os.getpid()}\\n".encode())
+    go.recv()  # until the parent has dropped the other Process object
+    os.write(1, f"alive {i}\\n".encode())
     sum(range(10**13))
 
-async def main():
-    kept = aiomp.Process(target=busy, args=(0,), daemon=True, context=sys.argv[1])
+async def main(method):
+    go = [aiomp.Pipe(duplex=False) for _ in range(2)]
+    kept = aiomp.Process(target=busy, args=(0, go[0][0]), daemon=True, context=method)
     await kept.start()
-    dropped = aiomp.Process(target=busy, args=(1,), daemon=True, context=sys.argv[1])
+    dropped = aiomp.Process(target=busy, args=(1, go[1][0]), daemon=True, context=method)
     await dropped.start()
+    collected = weakref.ref(dropped)
     del dropped  # (a ResourceWarning:) the child goes on until this process ends
-    await anyio.sleep(3600)
+    gc.collect()
+    print("dropped collected", collected() is None, flush=True)
+    for _, writer in go:
+        await writer.asend("go")  # each child says it is alive after the drop
+    await anyio.sleep_forever()
 
 if __name__ == "__main__":
-    anyio.run(main)
+    anyio.run(main, sys.argv[1], LOOP_ARGS)
 """
 
 
-def test_daemon_process_children_die_with_their_parent(tmp_path: Path, start_method: str) -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_daemon_process_children_die_with_their_parent(tmp_path: Path, loop: str, start_method: str) -> None:
     script = tmp_path / "daemons.py"
-    script.write_text(_DAEMON)
+    script.write_text(_DAEMON.replace("LOOP_ARGS", _loop_args(loop)))
     proc = subprocess.Popen(
         [sys.executable, "-W", "ignore::ResourceWarning", str(script), start_method],
         stdout=subprocess.PIPE,
@@ -148,14 +212,17 @@ def test_daemon_process_children_die_with_their_parent(tmp_path: Path, start_met
     )
     children: list[int] = []
     try:
-        assert proc.stdout is not None
-        while len(children) < 2:
-            line = proc.stdout.readline()
-            assert line, "the script ended early"
-            children.append(int(line.split()[1]))
-        time.sleep(0.3)
-        assert all(_alive(pid) for pid in children), "a dropped Process must not kill its child"
+        lines = _read_lines(proc, lambda lines: len(lines) == 5)
+        children = [int(line.split()[2]) for line in sorted(lines) if line.startswith("child ")]
+        # The dropped Process object is gone, and both children did something after that.
+        assert sorted(line for line in lines if not line.startswith("child ")) == [
+            "alive 0",
+            "alive 1",
+            "dropped collected True",
+        ], lines
+        assert len(children) == 2 and all(_alive(pid) for pid in children)
         os.kill(proc.pid, signal.SIGKILL)
+        # The feature is a bound: they die within milliseconds; seconds leave room for a busy machine.
         deadline = time.monotonic() + 5
         while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -172,37 +239,51 @@ def test_daemon_process_children_die_with_their_parent(tmp_path: Path, start_met
 _SLOW_IMPORT = """
 import os, sys, time
 if __name__ == "__mp_main__":
-    time.sleep(1.5)  # workers take a while to import the main module
+    os.write(1, f"importing {os.getpid()}\\n".encode())
+    time.sleep(60)  # a worker importing the main module: Ctrl-C comes meanwhile
 import anyio, aiomp
 
-async def main():
-    async with aiomp.Pool(2, context=sys.argv[1]) as pool:
+async def main(method):
+    async with aiomp.Pool(2, context=method) as pool:
         await pool.apply(os.getpid)
 
 if __name__ == "__main__":
     try:
-        anyio.run(main)
+        anyio.run(main, sys.argv[1], LOOP_ARGS)
     except KeyboardInterrupt:
         print("parent: KeyboardInterrupt", file=sys.stderr)
 """
 
 
-def test_ctrl_c_while_workers_start_prints_nothing_from_them(tmp_path: Path, start_method: str) -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_ctrl_c_while_workers_start_prints_nothing_from_them(tmp_path: Path, loop: str, start_method: str) -> None:
     """SIGINT reaches workers still importing the main module (before they can ignore it)."""
     script = tmp_path / "slow_import.py"
-    script.write_text(_SLOW_IMPORT)
+    script.write_text(_SLOW_IMPORT.replace("LOOP_ARGS", _loop_args(loop)))
     proc = subprocess.Popen(
-        [sys.executable, str(script), start_method], stderr=subprocess.PIPE, text=True, start_new_session=True
+        [sys.executable, str(script), start_method],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
+    workers: list[int] = []
     try:
-        time.sleep(0.8)  # the workers are importing now
+        # Both workers are importing the main module now (each said so, then sleeps there).
+        workers = [int(line.split()[1]) for line in _read_lines(proc, lambda lines: len(lines) == 2)]
         os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        # They would sleep a minute: the parent's exit must end them (and close their stderr).
+        out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
     assert err.strip() == "parent: KeyboardInterrupt", err
+    assert out == ""
+    assert not [pid for pid in workers if _alive(pid)]
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -225,35 +306,52 @@ def test_ctrl_c_gives_one_keyboard_interrupt_and_no_worker_output(loop: str, sta
 
 
 _ABANDON = """
-import asyncio, gc, os, sys, time
+import gc, os, sys, time
+import anyio, psutil
 import aiomp
 
-async def main():
-    pool = aiomp.Pool(1, context=sys.argv[1])
+def alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+async def main(method):
+    pool = aiomp.Pool(1, context=method)
     await pool.__aenter__()
     pid = await pool.apply(os.getpid)
-    print(pid, flush=True)
-    del pool
-    gc.collect()
-    await asyncio.sleep(0.5)  # its worker is killed at once
+    print("worker", pid, flush=True)
+    return pid  # the pool is dropped, never exited
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    pid = anyio.run(main, sys.argv[1], LOOP_ARGS)
+    gc.collect()
+    # The pool warned and killed its worker: see that while this process still runs
+    # (its own exit would end the worker anyway).
+    deadline = time.monotonic() + 20
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    print("worker alive" if alive(pid) else "worker gone", flush=True)
 """
 
 
-def test_a_pool_never_exited_warns_and_kills_its_workers(tmp_path: Path, start_method: str) -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_pool_never_exited_warns_and_kills_its_workers(tmp_path: Path, loop: str, start_method: str) -> None:
     script = tmp_path / "abandon.py"
-    script.write_text(_ABANDON)
+    script.write_text(_ABANDON.replace("LOOP_ARGS", _loop_args(loop)))
     done = subprocess.run(
         [sys.executable, "-W", "always::ResourceWarning", str(script), start_method],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert "ResourceWarning" in done.stderr and "was never exited" in done.stderr, done.stderr
-    pid = int(done.stdout.split()[0])
-    assert not _alive(pid)
+    assert done.returncode == 0, done.stderr
+    assert "ResourceWarning: <aiomp.Pool processes=1 closed> was never exited; its workers are killed now" in (
+        done.stderr
+    ), done.stderr
+    first, second = done.stdout.splitlines()
+    assert first.startswith("worker ") and second == "worker gone", done.stdout
+    assert not _alive(int(first.split()[1]))
 
 
 async def test_a_process_never_joined_warns(anyio_backend: Any) -> None:
@@ -264,10 +362,11 @@ async def test_a_process_never_joined_warns(anyio_backend: Any) -> None:
     with pytest.warns(ResourceWarning, match="never joined or closed"):
         del process
         gc.collect()
-    # As with multiprocessing, a later look at the children reaps it.
-    deadline = time.monotonic() + 5
-    while pid in {p.pid for p in multiprocessing.active_children()} and time.monotonic() < deadline:
-        await anyio.sleep(0.01)
+    # As with multiprocessing, a later look at the children reaps it (once it has died of the kill).
+    with anyio.fail_after(30):
+        while pid in {p.pid for p in multiprocessing.active_children()}:
+            await anyio.sleep(0.01)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).ppid() != os.getpid()
     gc.collect()
 
 
