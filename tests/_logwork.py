@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("aiomptest.work")
 
@@ -47,12 +48,25 @@ def log_levels() -> dict[str, bool]:
     }
 
 
-def flood_debug(count: int) -> tuple[float, bool]:
-    """Log ``count`` DEBUG records; return the time it took and whether DEBUG is on."""
-    started = time.perf_counter()
-    for i in range(count):
-        log.debug("flood %d of %d", i, count)
-    return time.perf_counter() - started, log.isEnabledFor(logging.DEBUG)
+def flood_debug(count: int) -> tuple[int, bool]:
+    """Log ``count`` DEBUG records, then one WARNING; return how many records were made
+    meanwhile (a record filtered at the source is never made) and whether DEBUG is on."""
+    made = 0
+    factory = logging.getLogRecordFactory()
+
+    def counting(*args: object, **kwargs: object) -> logging.LogRecord:
+        nonlocal made
+        made += 1
+        return factory(*args, **kwargs)
+
+    logging.setLogRecordFactory(counting)
+    try:
+        for i in range(count):
+            log.debug("flood %d of %d", i, count)
+        log.warning("after the flood")
+    finally:
+        logging.setLogRecordFactory(factory)
+    return made, log.isEnabledFor(logging.DEBUG)
 
 
 def log_on(name: str, level: int, message: str) -> bool:
@@ -121,6 +135,21 @@ def log_seq(tag: str, count: int, pause: float = 0.0) -> int:
     for i in range(count):
         log.info("%s %d", tag, i)
     return os.getpid()
+
+
+_BARRIER: Any = None
+
+
+def keep_barrier(barrier: Any) -> None:
+    """Pool initializer: a barrier reaches workers at start, not as a task argument."""
+    global _BARRIER
+    _BARRIER = barrier
+
+
+def log_seq_together(tag: str, count: int) -> int:
+    """``log_seq``, started by every worker at once: they meet at the initializer's barrier."""
+    _BARRIER.wait(timeout=30)
+    return log_seq(tag, count)
 
 
 def log_imap(i: int) -> int:

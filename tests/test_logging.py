@@ -27,6 +27,22 @@ pytestmark = pytest.mark.anyio
 
 WORK = "aiomptest.work"
 LOGWORK_FILE = Path(_logwork.__file__).resolve()
+LOOPS = ["asyncio", "uvloop", "trio"] if sys.platform != "win32" else ["asyncio", "trio"]
+
+
+def _on_loop(script: str) -> str:
+    """A test program whose ``run(main, *args)`` runs on the loop its last argument names."""
+    return script.replace(
+        "# RUN\n",
+        textwrap.dedent(
+            """
+            def run(main, *args):
+                loop = sys.argv[-1]
+                options = {"use_uvloop": True} if loop == "uvloop" else {}
+                anyio.run(main, *args, backend="trio" if loop == "trio" else "asyncio", backend_options=options)
+            """
+        ),
+    )
 
 
 class Collect(logging.Handler):
@@ -75,7 +91,7 @@ def _line_of(marker: str) -> int:
     raise AssertionError(marker)
 
 
-def _check_hello(record: logging.LogRecord, word: str, pid: int, process_name: str, thread: str) -> None:
+def _check_hello(record: logging.LogRecord, word: str, pid: int, process_name: str, thread: str, since: float) -> None:
     assert record.name == WORK
     assert record.levelname == "INFO" and record.levelno == logging.INFO
     assert record.getMessage() == f"hello {word}"
@@ -87,7 +103,7 @@ def _check_hello(record: logging.LogRecord, word: str, pid: int, process_name: s
     assert record.lineno == _line_of("# HELLO-LINE")
     assert Path(record.pathname).resolve() == LOGWORK_FILE
     assert record.module == "_logwork"
-    assert time.time() - 60 < record.created <= time.time()
+    assert since <= record.created <= time.time()  # made in the worker, during the call
     formatted = logging.Formatter("%(levelname)s/%(processName)s/%(process)d %(name)s: %(message)s").format(record)
     assert formatted == f"INFO/{process_name}/{pid} {WORK}: hello {word}"
 
@@ -98,22 +114,24 @@ def _check_hello(record: logging.LogRecord, word: str, pid: int, process_name: s
 async def test_pool_worker_record_reaches_parent(collect: Collect, start_method: str) -> None:
     with anyio.fail_after(30):
         async with aiomp.Pool(1, context=start_method) as pool:
+            since = time.time()
             pid, name, thread = await pool.apply(_logwork.hello, ("pool",))
             assert len(collect.records) == 1  # handled before apply() returned
     assert name == "aiomp-worker-0"
     [record] = collect.records
-    _check_hello(record, "pool", pid, name, thread)
+    _check_hello(record, "pool", pid, name, thread, since)
 
 
 async def test_process_record_reaches_parent(collect: Collect, start_method: str) -> None:
     with anyio.fail_after(30):
         p = aiomp.Process(target=_logwork.hello, args=("process",), name="log-child", context=start_method)
+        since = time.time()
         await p.start()
         await p.join()
         assert len(collect.records) == 1  # handled before join() returned
     assert p.exitcode == 0
     [record] = collect.records
-    _check_hello(record, "process", p.pid, "log-child", "MainThread")
+    _check_hello(record, "process", p.pid, "log-child", "MainThread", since)
     p.close()
 
 
@@ -158,14 +176,14 @@ async def test_filtered_records_cost_nothing_in_the_worker() -> None:
     try:
         with collecting(level=logging.WARNING) as collect, anyio.fail_after(30):
             async with aiomp.Pool(1) as pool:
-                seconds, debug_on = await pool.apply(_logwork.flood_debug, (200_000,))
-                assert await pool.apply(_logwork.log_on, (WORK, logging.WARNING, "after the flood")) is True
+                made, debug_on = await pool.apply(_logwork.flood_debug, (200_000,))
     finally:
         root.setLevel(old_root)
     assert debug_on is False
+    # Not a record was made for the 200k DEBUG calls (so none was pickled or sent), only
+    # the WARNING's: the level check stopped each call at its first line, in the worker.
+    assert made == 1
     assert collect.messages() == ["after the flood"]
-    # 200k disabled calls take a few tens of ms; 200k records pickled and sent take seconds.
-    assert seconds < 1.0, f"200k filtered DEBUG calls took {seconds:.2f} s in the worker"
 
 
 async def test_logging_disable_is_mirrored() -> None:
@@ -355,10 +373,10 @@ async def test_one_workers_records_arrive_in_order(collect: Collect) -> None:
 
 
 async def test_two_workers_concurrently_each_in_order(collect: Collect) -> None:
+    barrier = aiomp.Barrier(2)  # both workers start logging at once
     with anyio.fail_after(30):
-        async with aiomp.Pool(2) as pool:
-            await pool.map(_logwork.identity, range(2))  # both workers are up
-            pids = await pool.starmap(_logwork.log_seq, [("a", 3000, 0.2), ("b", 3000, 0.2)], chunksize=1)
+        async with aiomp.Pool(2, initializer=_logwork.keep_barrier, initargs=(barrier,)) as pool:
+            pids = await pool.starmap(_logwork.log_seq_together, [("a", 3000), ("b", 3000)], chunksize=1)
     assert len(set(pids)) == 2
     for tag, pid in zip("ab", pids, strict=True):
         mine = [r.getMessage() for r in collect.records if r.process == pid]
@@ -636,17 +654,19 @@ SCRIPT = textwrap.dedent(
         print("done", flush=True)
 
 
+    # RUN
     if __name__ == "__main__":
-        anyio.run(main, sys.argv[1])
+        run(main, sys.argv[1])
     """
 )
 
 
-def test_log_to_stderr_shows_worker_records(tmp_path: Path, start_method: str) -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_log_to_stderr_shows_worker_records(tmp_path: Path, loop: str, start_method: str) -> None:
     script = tmp_path / "log_to_stderr_script.py"
-    script.write_text(SCRIPT)
+    script.write_text(_on_loop(SCRIPT))
     done = subprocess.run(
-        [sys.executable, str(script), start_method], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        [sys.executable, str(script), start_method, loop], capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "done\n"
@@ -715,6 +735,7 @@ async def test_broken_handler_and_filter_do_not_stop_the_listener(
 ALWAYS_RAISING_SCRIPT = textwrap.dedent(
     """
     import logging
+    import os
     import sys
     import time
 
@@ -722,7 +743,12 @@ ALWAYS_RAISING_SCRIPT = textwrap.dedent(
 
     import aiomp
 
+    HERE = os.path.dirname(os.path.abspath(__file__))
     seen = []
+
+
+    def broke_on(message):
+        return os.path.join(HERE, f"broke on {message}")
 
 
     class Collect(logging.Handler):
@@ -732,13 +758,20 @@ ALWAYS_RAISING_SCRIPT = textwrap.dedent(
 
     class Raising(logging.Handler):
         def emit(self, record):
+            if record.name == "w":
+                open(broke_on(record.getMessage()), "w").close()
             if record.name in ("w", "aiomp"):  # the listener's own report fails too
                 raise RuntimeError("root handler broke on purpose")
 
 
     def work(i):
         logging.getLogger("w").warning("record %d.a", i)
-        time.sleep(0.2)  # the parent has handled .a (and broken) before .b comes
+        # Wait until the parent has handled .a (and broken on it) before .b comes.
+        deadline = time.monotonic() + 20
+        while not os.path.exists(broke_on(f"record {i}.a")):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the parent never handled record {i}.a")
+            time.sleep(0.005)
         logging.getLogger("w").warning("record %d.b", i)
         return i
 
@@ -756,27 +789,22 @@ ALWAYS_RAISING_SCRIPT = textwrap.dedent(
         print(" ".join(seen), flush=True)
 
 
+    # RUN
     if __name__ == "__main__":
         logging.getLogger("w").addHandler(Collect())
         logging.getLogger().addHandler(Raising())
-        anyio.run(main, sys.argv[1], backend=sys.argv[2])
+        run(main, sys.argv[1])
     """
 )
 
 
-@pytest.mark.parametrize(
-    ("kind", "loop"),
-    [
-        pytest.param("pool", "asyncio"),
-        pytest.param("process", "asyncio"),
-        pytest.param("process", "trio"),
-    ],
-)
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("kind", ["pool", "process"])
 def test_root_handler_that_always_raises_does_not_stop_the_listener(tmp_path: Path, kind: str, loop: str) -> None:
     # In a subprocess: once the listener breaks, the pool or the event loop is left in a state that
     # would spill into the tests after this one.
     script = tmp_path / "always_raising.py"
-    script.write_text(ALWAYS_RAISING_SCRIPT)
+    script.write_text(_on_loop(ALWAYS_RAISING_SCRIPT))
     done = subprocess.run(
         [sys.executable, "-X", "dev", str(script), kind, loop], capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
@@ -817,11 +845,11 @@ DUPLICATE_SCRIPT = textwrap.dedent(
 )
 
 
-def test_named_logger_handler_made_at_import_prints_once(tmp_path: Path) -> None:
+def test_named_logger_handler_made_at_import_prints_once(tmp_path: Path, start_method: str) -> None:
     script = tmp_path / "duplicate.py"
     script.write_text(DUPLICATE_SCRIPT)
     done = subprocess.run(
-        [sys.executable, str(script), "spawn"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        [sys.executable, str(script), start_method], capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "APP aiomp-worker-0 from the worker\n"
@@ -867,41 +895,112 @@ FLOODING_CHILD_SCRIPT = textwrap.dedent(
             log.warning("record")
 
 
+    HANDLED = [0]
+
+
     class Slow(logging.Handler):
         def emit(self, record):
+            HANDLED[0] += 1
             end = time.perf_counter() + 20e-6  # slower than the child writes
             while time.perf_counter() < end:
                 pass
 
 
     PIDS = []
+    RETURNED = []
 
 
     async def main():
         p = aiomp.Process(target=flood, daemon=True)
         await p.start()
         PIDS.append(p.pid)
-        await anyio.sleep(0.3)  # returns without joining: the loop shuts down under the flood
+        with anyio.fail_after(20):
+            while HANDLED[0] < 1000:  # the flood is on
+                await anyio.sleep(0.001)
+        RETURNED.append(time.monotonic())  # without joining: the loop shuts down under the flood
 
 
+    # RUN
     if __name__ == "__main__":
         logging.root.handlers[:] = [Slow()]
-        started = time.monotonic()
         try:
-            anyio.run(main, backend=sys.argv[1])
+            run(main)
         finally:
-            os.kill(PIDS[0], signal.SIGKILL)
-        print(f"returned after {time.monotonic() - started:.1f}s", flush=True)
+            if PIDS:
+                os.kill(PIDS[0], signal.SIGKILL)
+        print(f"shut down in {time.monotonic() - RETURNED[0]:.1f}s", flush=True)
     """
 )
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+@pytest.mark.parametrize("loop", LOOPS)
 def test_loop_shuts_down_while_an_unjoined_child_floods(tmp_path: Path, loop: str) -> None:
     """Closing a channel handles what is there, not what a live child goes on writing."""
     script = tmp_path / "flooding_child.py"
-    script.write_text(FLOODING_CHILD_SCRIPT)
+    script.write_text(_on_loop(FLOODING_CHILD_SCRIPT))
     done = subprocess.run([sys.executable, str(script), loop], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    seconds = float(done.stdout.split()[2].rstrip("s"))
-    assert seconds < 10, done.stdout
+    shutdown = re.fullmatch(r"shut down in (\d+\.\d)s\n", done.stdout)
+    assert shutdown is not None, done.stdout
+    # The bound is the feature: the shutdown ends at all (a listener chasing the flood never
+    # would); what was already in the socket takes milliseconds, seconds leave a busy machine room.
+    assert float(shutdown.group(1)) < 10, done.stdout
+
+
+QUICK_CHILD_SCRIPT = textwrap.dedent(
+    """
+    import gc
+    import multiprocessing.connection
+    import sys
+
+    import anyio
+
+    import aiomp
+
+
+    def nothing():
+        pass
+
+
+    async def main():
+        for _ in range(3):
+            p = aiomp.Process(target=nothing)
+            await p.start()
+            # The child exits before this loop runs again, so before the task that listens
+            # to its log channel has had its first step.
+            multiprocessing.connection.wait([p.sentinel], 30)
+            await p.join()
+            print("exit", p.exitcode, flush=True)
+
+
+    # RUN
+    if __name__ == "__main__":
+        run(main)
+        gc.collect()  # what a longer program does sooner or later
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "loop",
+    [
+        pytest.param(
+            "asyncio",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="library bug: Process.start() runs _logs.listen_alone in the background, which "
+                "start_soon()s Listener.run; when the child is gone and joined before that task's first "
+                "step, asyncio.run's shutdown cancels it unstarted and anyio (4.16) never closes the "
+                "coroutine: 'RuntimeWarning: coroutine Listener.run was never awaited'",
+            ),
+        ),
+        *LOOPS[1:],
+    ],
+)
+def test_a_quick_child_leaves_no_unawaited_listener(tmp_path: Path, loop: str) -> None:
+    script = tmp_path / "quick_child.py"
+    script.write_text(_on_loop(QUICK_CHILD_SCRIPT))
+    done = subprocess.run([sys.executable, str(script), loop], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "exit 0\n" * 3
+    assert done.stderr == ""
