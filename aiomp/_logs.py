@@ -500,10 +500,17 @@ async def listen_alone(receiver: Receiver) -> None:
     import anyio
 
     listener = Listener()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(listener.run)
-        await receiver.run(listener, close_at_exit=True)
-        tg.cancel_scope.cancel()
+    # The coroutine is made here so that it can be closed here: a child that is joined at
+    # once can end this task before the listener's first step, and a task cancelled
+    # before it starts may leave its coroutine never awaited (a RuntimeWarning).
+    handling = listener.run()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: handling)
+            await receiver.run(listener, close_at_exit=True)
+            tg.cancel_scope.cancel()
+    finally:
+        handling.close()
 
 
 def _unread(fd: int) -> int:
