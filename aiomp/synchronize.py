@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from ._checks import (
     blocking_timeout,
@@ -381,6 +382,11 @@ class Condition:
             error = exc
         woken, late = await self._arejoin(woken, state)
         error = error or late
+        if error is None:
+            try:  # a cancellation that came while the lock was being retaken is raised now
+                await anyio.lowlevel.checkpoint_if_cancelled()
+            except BaseException as exc:
+                error = exc
         if error is not None:
             if woken:
                 self.notify(1)  # a wake-up this waiter will not use: pass it on

@@ -238,6 +238,29 @@ def send_after(conn: Any, obj: Any, delay: float) -> None:
     conn.close()
 
 
+def recv_digest_when(conn: Any, go: Any, timeout: float) -> None:
+    """Start reading only once ``go`` is set (or after ``timeout``), then answer with the
+    message's digest."""
+    go.wait(timeout)
+    data = conn.recv_bytes()
+    conn.send((len(data), hashlib.sha256(data).hexdigest()))
+    conn.close()
+
+
+def send_bytes_when(conn: Any, size: int, go: Any, timeout: float) -> None:
+    """Send ``size`` bytes once ``go`` is set (or after ``timeout``)."""
+    data = _pattern(size)
+    go.wait(timeout)
+    conn.send_bytes(data)
+    conn.close()
+
+
+def recv_and_report_ready(conn: Any, out: Any) -> None:
+    """``recv_and_report``, saying first that the next thing it does is block in ``recv``."""
+    out.send(("ready", os.getpid()))
+    recv_and_report(conn, out)
+
+
 def recv_digest_after(conn: Any, delay: float) -> None:
     """Start reading only after ``delay``, then answer with the message's digest."""
     time.sleep(delay)
@@ -347,10 +370,42 @@ def notify_after(cond: Any, value: Any, delay: float, n: int | None) -> None:
             cond.notify(n)
 
 
-def wait_condition(cond: Any, value: Any, timeout: float) -> None:
+def wait_condition(cond: Any, value: Any, timeout: float, sleeping: Any = None) -> None:
+    """Wait for ``value`` > 0; exit 0 if seen, 3 if not. ``sleeping`` is released while
+    the lock is held, so whoever takes the lock after acquiring it knows this child waits."""
     with cond:
+        if sleeping is not None:
+            sleeping.release()
         ok = cond.wait_for(lambda: value.value > 0, timeout)
     sys.exit(0 if ok else 3)
+
+
+def condition_sleeper(cond: Any, sleeping: Any, timeout: float) -> None:
+    """Wait once on ``cond``: exit 0 if notified, 3 on timeout (``sleeping`` as above)."""
+    with cond:
+        sleeping.release()
+        woken = cond.wait(timeout)
+    sys.exit(0 if woken else 3)
+
+
+def notify_all_then_wait(cond: Any, times: int, timeout: float) -> None:
+    """notify_all, then wait ``times`` times under the same hold: none of those waits may
+    take a wake-up meant for the waiters notified. Exit 0 if all timed out, 3 if not."""
+    with cond:
+        cond.notify_all()
+        results = [cond.wait(timeout) for _ in range(times)]
+    sys.exit(0 if not any(results) else 3)
+
+
+def barrier_rounds(barrier: Any, rounds: int, timeout: float) -> None:
+    """Pass ``barrier`` ``rounds`` times; exit 0, or 3 if it broke (a timeout, say)."""
+    import threading
+
+    try:
+        for _ in range(rounds):
+            barrier.wait(timeout)
+    except threading.BrokenBarrierError:
+        sys.exit(3)
 
 
 def barrier_wait(barrier: Any, out: Any) -> None:
@@ -447,6 +502,64 @@ async def while_ticking(func: Any, *args: Any, period: float = 0.001) -> tuple[A
     if error:
         raise error[0]
     return result[0], max(gaps), len(gaps)
+
+
+async def while_ticking_then(func: Any, release: Any, ticks_first: int = 50) -> tuple[Any, float, int, bool]:
+    """Await ``func()`` beside a ticker (1 ms sleeps) that calls ``release()`` at its
+    ``ticks_first``-th tick.
+
+    What ``func`` waits for should happen only after ``release()``: ``func`` then returns
+    at all only because the event loop kept running while it waited (a blocked loop
+    never ticks, and ``release`` must have a time-out of its own as the way out).
+    Returns the result, the longest gap between ticks (the worst stall of the loop),
+    the number of ticks, and whether ``release()`` had been called when ``func`` returned.
+    """
+    import anyio
+
+    gaps = [0.0]
+    ticks = 0
+    released = False
+    done = anyio.Event()
+
+    async def tick() -> None:
+        nonlocal ticks, released
+        last = time.monotonic()
+        while not done.is_set():
+            await anyio.sleep(0.001)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+            ticks += 1
+            if ticks == ticks_first:
+                release()
+                released = True
+
+    result: list[Any] = []
+    error: list[BaseException] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tick)
+        try:
+            value = await func()
+            result.append((value, released))
+        except Exception as exc:  # re-raised below, not wrapped in an exception group
+            error.append(exc)
+        finally:
+            done.set()
+    if error:
+        raise error[0]
+    ((value, released_before),) = result
+    return value, max(gaps), ticks, released_before
+
+
+async def wait_until_asleep(pid: int, timeout: float = 20) -> None:
+    """Wait until process ``pid``'s main thread sleeps in the kernel (a blocking call)."""
+    import anyio
+    import psutil
+
+    proc = psutil.Process(pid)
+    with anyio.fail_after(timeout):
+        while proc.status() != psutil.STATUS_SLEEPING:
+            await anyio.sleep(0.005)
 
 
 async def cancel_asyncio_task(coro: Any, delay: float = 0.05) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
 import random
 import threading
 import time
@@ -14,8 +15,11 @@ import pytest
 import aiomp
 
 from . import _prims
+from .conftest import BACKENDS
 
 pytestmark = pytest.mark.anyio
+
+ASYNCIO_BACKENDS = [param for param in BACKENDS if param.id != "trio"]
 
 
 LOCKS = ["Lock", "RLock", "Semaphore", "BoundedSemaphore"]
@@ -134,20 +138,19 @@ async def test_rlock_is_reentrant_for_one_task_only() -> None:
 
 
 async def test_aacquire_waits_for_a_child_without_blocking_the_loop() -> None:
+    """The child holds the lock until the loop has ticked 50 times while aacquire waited."""
     lock = aiomp.Lock()
-    ready = aiomp.Event()
     with anyio.fail_after(20):
-        async with aiomp.Process(target=_prims.hold, args=(lock, ready, 0.3)):
-            assert await ready.await_(timeout=15)
-            assert await lock.aacquire(timeout=0.05) is False
-            started = time.monotonic()
-            acquired, max_gap, ticks = await _prims.while_ticking(lock.aacquire)
-            waited = time.monotonic() - started
-            assert acquired is True
-            lock.release()
-    assert 0.1 < waited < 5
-    assert max_gap < 0.1, f"the loop stalled for {max_gap:.3f} s"
-    assert ticks > 50
+        holder, release = await _hold_in_child(lock)
+        assert await lock.aacquire(timeout=0.05) is False
+        acquired, max_gap, ticks, released_first = await _prims.while_ticking_then(lock.aacquire, release.set)
+        assert acquired is True
+        lock.release()
+        await holder.join()
+    assert released_first, "aacquire returned while the child still held the lock"
+    assert ticks >= 50
+    # A blocking acquire would stall the loop until the 20 s way out: the bound is generous.
+    assert max_gap < 0.5, f"the loop stalled for {max_gap:.3f} s"
 
 
 async def test_child_waits_for_the_parent() -> None:
@@ -218,9 +221,9 @@ async def test_aacquire_cancelled_at_random_moments(kind: str) -> None:
     assert entered > 0 and cancelled > 0
 
 
+@pytest.mark.parametrize("anyio_backend", ASYNCIO_BACKENDS)
 async def test_asyncio_task_cancel(anyio_backend: Any) -> None:
-    if anyio_backend[0] != "asyncio":
-        pytest.skip("asyncio.Task.cancel is asyncio's own")
+    """asyncio.Task.cancel is asyncio's own: asyncio and uvloop only."""
     lock, event, cond, barrier = aiomp.Lock(), aiomp.Event(), aiomp.Condition(), aiomp.Barrier(2)
     with anyio.fail_after(30):
         lock.acquire()
@@ -401,21 +404,29 @@ async def test_condition_notify_counts() -> None:
     cond = aiomp.Condition()
     value = aiomp.Value("i", 0)
     woke: list[bool] = []
+    sleeping = aiomp.Semaphore(0)  # released under the lock: once the lock is ours again, they wait
+    first = anyio.Event()
 
     async def waiter() -> None:
         async with cond:
+            sleeping.release()
             woke.append(await cond.await_(timeout=15))
+            first.set()
 
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
             for _ in range(3):
                 tg.start_soon(waiter)
-            await anyio.sleep(0.1)
+            for _ in range(3):
+                assert await sleeping.aacquire(timeout=15)
+            async with cond:
+                assert cond._sleeping() == 3
             async with aiomp.Process(target=_prims.notify_after, args=(cond, value, 0, 1)):
                 pass
-            await anyio.sleep(0.2)
-            assert woke == [True], "notify(1) should wake exactly one waiter"
-            async with cond:
+            await first.wait()
+            async with cond:  # the woken one has left; the others still wait, not notified
+                assert woke == [True], "notify(1) should wake exactly one waiter"
+                assert cond._sleeping() == 2
                 cond.notify(2)
     assert woke == [True, True, True]
 
@@ -460,9 +471,10 @@ async def test_cancelled_condition_wait_consumes_no_notification() -> None:
 async def test_parent_notifies_a_child() -> None:
     cond = aiomp.Condition()
     value = aiomp.Value("i", 0)
+    sleeping = aiomp.Semaphore(0)
     with anyio.fail_after(20):
-        async with aiomp.Process(target=_prims.wait_condition, args=(cond, value, 10)) as child:
-            await anyio.sleep(0.15)
+        async with aiomp.Process(target=_prims.wait_condition, args=(cond, value, 10, sleeping)) as child:
+            assert await sleeping.aacquire(timeout=15)  # the child holds the lock and is about to wait
             async with cond:
                 value.value = 1
                 cond.notify_all()
@@ -613,3 +625,205 @@ async def test_bad_timeouts() -> None:
     assert lock.acquire(False)
     lock.release()
     assert not barrier.broken
+
+
+# -- regressions: who a notification reaches ----------------------------------------------------
+
+
+async def _start_sleepers(cond: Any, n: int, timeout: float, context: str | None = None) -> list[Any]:
+    """``n`` children each waiting once on ``cond`` (exit 0 if notified, 3 if not); returns
+    once all of them wait (each signals with the lock held, so taking it proves it)."""
+    sleeping = aiomp.Semaphore(0)
+    children = [
+        aiomp.Process(target=_prims.condition_sleeper, args=(cond, sleeping, timeout), context=context)
+        for _ in range(n)
+    ]
+    for child in children:
+        await child.start()
+    for _ in range(n):
+        assert await sleeping.aacquire(timeout=20), "a child never started waiting"
+    async with cond:
+        assert cond._sleeping() == n
+    return children
+
+
+def test_notify_all_then_wait_takes_no_wake_up_of_the_sleepers(start_method: str) -> None:
+    """Three children sleep in wait(5); with the lock held, notify_all() then wait(0.1) three
+    times: those waits time out, and all three children are woken (before: the three waits
+    took the wake-ups and the children timed out)."""
+    cond = aiomp.Condition()
+    ctx = multiprocessing.get_context(start_method)
+    sleeping = aiomp.Semaphore(0)
+    children = [ctx.Process(target=_prims.condition_sleeper, args=(cond, sleeping, 5)) for _ in range(3)]
+    for child in children:
+        child.start()
+    try:
+        for _ in range(3):
+            assert sleeping.acquire(timeout=20)
+        with cond:
+            assert cond._sleeping() == 3
+            cond.notify_all()
+            mine = [cond.wait(0.1) for _ in range(3)]
+    finally:
+        for child in children:
+            child.join(20)
+    assert mine == [False, False, False]
+    assert [child.exitcode for child in children] == [0, 0, 0], "a sleeper missed its notification"
+    assert (cond._sleeping(), cond._wake.get_value()) == (0, 0)
+
+
+async def test_notify_all_then_await_takes_no_wake_up_of_the_sleepers(start_method: str) -> None:
+    """The same with the notifier awaiting, the sleepers blocking in children."""
+    cond = aiomp.Condition()
+    with anyio.fail_after(40):
+        children = await _start_sleepers(cond, 3, 10, start_method)
+        async with cond:
+            cond.notify_all()
+            mine = [await cond.await_(0.1) for _ in range(3)]
+            assert await cond.await_for(lambda: False, 0.1) is False
+        for child in children:
+            await child.join()
+    assert mine == [False, False, False]
+    assert [child.exitcode for child in children] == [0, 0, 0], "a sleeper missed its notification"
+
+
+async def test_notify_all_reaches_awaiting_tasks_not_a_late_child() -> None:
+    """Three tasks await; a child takes the lock, notify_all(), then waits three times: the
+    tasks are woken, the child's waits time out."""
+    cond = aiomp.Condition()
+    sleeping = aiomp.Semaphore(0)
+    woke: list[bool] = []
+
+    async def waiter() -> None:
+        async with cond:
+            sleeping.release()
+            woke.append(await cond.await_(timeout=10))
+
+    with anyio.fail_after(40):
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(waiter)
+            for _ in range(3):
+                assert await sleeping.aacquire(timeout=20)
+            async with aiomp.Process(target=_prims.notify_all_then_wait, args=(cond, 3, 0.1)) as late:
+                pass
+    assert late.exitcode == 0, "the late waiter took a wake-up meant for the tasks"
+    assert woke == [True, True, True]
+
+
+async def _cancel_a_woken_round(cond: Any) -> list[bool]:
+    sleeping = threading.Semaphore(0)
+    thread_woke: list[bool] = []
+
+    def blocking_waiter() -> None:
+        with cond:
+            sleeping.release()
+            thread_woke.append(cond.wait(10))
+
+    thread = threading.Thread(target=blocking_waiter, daemon=True)
+    thread.start()
+    assert await anyio.to_thread.run_sync(sleeping.acquire, True, 10)
+    scope = anyio.CancelScope()
+    task_waits = anyio.Event()
+
+    async def task_waiter() -> None:
+        with scope:
+            async with cond:
+                task_waits.set()
+                await cond.await_(10)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task_waiter)
+        await task_waits.wait()
+        async with cond:  # the task waits now
+            assert cond._sleeping() == 2
+            cond.notify(1)
+            while cond._wake.get_value():  # until the wake-up is taken, by either
+                await anyio.sleep(0)
+            scope.cancel()
+    await anyio.to_thread.run_sync(thread.join, 10)
+    return thread_woke
+
+
+async def test_cancelled_waiter_swallows_no_wake_up() -> None:
+    """A task and a thread wait; notify(1); the task is cancelled at once. Whichever took
+    the wake-up, the thread is woken (a cancelled task that had it passes it on), and the
+    counts are back to zero. Several rounds, so both orders happen."""
+    cond = aiomp.Condition()
+    for _ in range(10):
+        with anyio.fail_after(20):
+            thread_woke = await _cancel_a_woken_round(cond)
+        assert thread_woke == [True], "the wake-up went to the cancelled task and stayed there"
+        assert (cond._sleeping(), cond._wake.get_value()) == (0, 0)
+
+
+def test_barrier_reused_a_thousand_times_by_two_processes(start_method: str) -> None:
+    """Before: two forkserver processes hung within the first rounds (a returning party
+    took the wake-up of the other)."""
+    barrier = aiomp.Barrier(2)
+    ctx = multiprocessing.get_context(start_method)
+    children = [ctx.Process(target=_prims.barrier_rounds, args=(barrier, 1000, 20)) for _ in range(2)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(50)  # the way out; the rounds take well under a second
+    for child in children:
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+    assert [child.exitcode for child in children] == [0, 0]
+    assert not barrier.broken and barrier.n_waiting == 0
+
+
+async def test_barrier_reused_by_the_loop_and_a_process(start_method: str) -> None:
+    barrier = aiomp.Barrier(2)
+    rounds = 300
+    with anyio.fail_after(50):
+        async with aiomp.Process(
+            target=_prims.barrier_rounds, args=(barrier, rounds, 20), context=start_method
+        ) as child:
+            indexes = [await barrier.await_(timeout=20) for _ in range(rounds)]
+    assert child.exitcode == 0
+    assert set(indexes) <= {0, 1}
+    assert not barrier.broken
+
+
+# -- regressions: a negative timeout counts as 0 ------------------------------------------------
+
+
+def test_negative_timeout_counts_as_zero() -> None:
+    lock, sem, event, cond = aiomp.Lock(), aiomp.Semaphore(0), aiomp.Event(), aiomp.Condition()
+    lock.acquire()
+    try:
+        assert lock.acquire(timeout=-1) is False
+        assert lock.acquire(True, -0.5) is False
+    finally:
+        lock.release()
+    assert sem.acquire(timeout=-1) is False
+    assert event.wait(-1) is False
+    event.set()
+    assert event.wait(-1) is True
+    with cond:
+        assert cond.wait(-1) is False
+        assert cond.wait_for(lambda: False, -1) is False
+    barrier = aiomp.Barrier(2)
+    with pytest.raises(threading.BrokenBarrierError):
+        barrier.wait(-1)  # as threading.Barrier with timeout 0: it breaks
+    with pytest.raises(ValueError, match="timeout"):
+        lock.acquire(timeout=math.nan)
+
+
+async def test_negative_timeout_counts_as_zero_awaited() -> None:
+    lock, sem, event, cond = aiomp.Lock(), aiomp.Semaphore(0), aiomp.Event(), aiomp.Condition()
+    with anyio.fail_after(10):
+        async with lock:
+            assert await lock.aacquire(-1) is False
+        assert await sem.aacquire(-1) is False
+        assert await event.await_(-1) is False
+        async with cond:
+            assert await cond.await_(-1) is False
+            assert await cond.await_for(lambda: False, -1) is False
+        with pytest.raises(threading.BrokenBarrierError):
+            await aiomp.Barrier(2).await_(-1)
+        with pytest.raises(ValueError, match="timeout"):
+            await event.await_(math.nan)
