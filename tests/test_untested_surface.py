@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import inspect
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -286,22 +285,16 @@ FORKED_TRIO_TARGET = textwrap.dedent(
     """
 )
 
-_WAKEUP_FD_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="library bug: a child forked from a parent whose loop set a signal wakeup fd (trio, uvloop) "
-    "keeps that fd (fork copies it), and trio.run in the child warns 'signal handling code might have "
-    "collided with another library'; under -W error the child dies of TrioInternalError (exit 1)",
-)
-
 
 @fork_only
-@pytest.mark.parametrize(
-    "loop", ["asyncio", pytest.param("uvloop", marks=_WAKEUP_FD_BUG), pytest.param("trio", marks=_WAKEUP_FD_BUG)]
-)
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop", "trio"])
 def test_fork_context_process_on_a_trio_child_loop(tmp_path: Path, loop: str) -> None:
-    """A program as a user runs it: the forked child's own trio loop starts without a word."""
-    if "child_loop" not in inspect.signature(aiomp.Process).parameters:
-        pytest.skip("this aiomp has no child_loop option yet")
+    """A program as a user runs it: the forked child's own trio loop starts without a word.
+
+    The fork copies the parent's signal wakeup fd (trio and uvloop set one); trio in the child
+    warned that its signal handling collided with another library, and died of
+    TrioInternalError under -W error, until 11fa0d3.
+    """
     script = tmp_path / "forked_trio_target.py"
     script.write_text(FORKED_TRIO_TARGET)
     marker = tmp_path / "ran"
