@@ -46,7 +46,7 @@ async def test_default_pool_runs_one_task_on_each_usable_cpu() -> None:
     """
     n = _usable_cpus()
     barrier = aiomp.Barrier(n)
-    with anyio.fail_after(60):
+    with anyio.fail_after(40):
         async with aiomp.Pool(initializer=_surface.keep_barrier, initargs=(barrier,)) as pool:
             assert pool.processes == n
             met = await pool.map(_surface.meet, range(n), chunksize=1)
@@ -94,7 +94,7 @@ fork_only = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_metho
 # threads of its own (anyio's worker threads), which are not what this test is about.
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
 async def test_fork_context_map_apply_and_a_crash(anyio_backend: Any) -> None:
-    with anyio.fail_after(60):
+    with anyio.fail_after(40):
         async with aiomp.Pool(2, context="fork") as pool:
             assert await pool.map(abs, range(-5, 5)) == [5, 4, 3, 2, 1, 0, 1, 2, 3, 4]
             assert await pool.starmap(pow, [(2, 3), (3, 2)]) == [8, 9]
