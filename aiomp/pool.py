@@ -34,6 +34,7 @@ from . import _serialize, _wire
 from ._checks import check_args as _check_args
 from ._checks import check_kwds as _check_kwds
 from ._checks import check_timeout as _check_timeout
+from ._checks import clamp_timeout as _clamp_timeout
 from ._checks import context as _context
 from ._checks import is_async as _is_async
 from ._checks import positive_int as _positive_int
@@ -135,8 +136,11 @@ class AsyncResult(Generic[R]):
         return self._ok
 
     async def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the result is ready or ``timeout`` seconds pass; return ``ready()``."""
-        _check_timeout(timeout)
+        """Wait until the result is ready or ``timeout`` seconds pass; return ``ready()``.
+
+        As in the standard library, a negative ``timeout`` counts as 0.
+        """
+        timeout = _clamp_timeout(timeout)
         with anyio.move_on_after(timeout):
             await self._event.wait()
         return self.ready()
@@ -146,12 +150,13 @@ class AsyncResult(Generic[R]):
 
         Raises the builtin ``TimeoutError`` if it is not ready within ``timeout``
         seconds (the work goes on; ``cancel()`` stops it), and
-        ``concurrent.futures.CancelledError`` if the call was cancelled.
+        ``concurrent.futures.CancelledError`` if the call was cancelled. As in the
+        standard library, a negative ``timeout`` counts as 0.
         """
         if timeout is None:
             await self._event.wait()
         else:
-            _check_timeout(timeout)
+            timeout = _clamp_timeout(timeout)
             with anyio.fail_after(timeout):
                 await self._event.wait()
         return self._outcome()

@@ -235,8 +235,11 @@ class Process:
             in_background(functools.partial(_logs.listen_alone, logs))
 
     async def join(self, timeout: float | None = None) -> None:
-        """Await the child's exit, for up to ``timeout`` seconds (it may still run after)."""
-        _checks.check_timeout(timeout)
+        """Await the child's exit, for up to ``timeout`` seconds (it may still run after).
+
+        As in the standard library, a negative ``timeout`` counts as 0.
+        """
+        timeout = _checks.clamp_timeout(timeout)
         if self._exited is None:
             raise RuntimeError("can only join a started process")
         with anyio.move_on_after(timeout):

@@ -293,7 +293,7 @@ async def test_pool_calls_reject_bad_arguments_and_the_pool_goes_on() -> None:
                 await _run(getattr(pool, method)(*args, **kwargs))
             assert await _run(pool.map(_work.inc, range(4), chunksize=2)) == [1, 2, 3, 4], what
         for method in ("get", "wait"):
-            for label, value, exc in BAD_TIMEOUTS:
+            for label, value, exc in WAIT_BAD_TIMEOUTS:
                 with expect(exc, "timeout", f"AsyncResult.{method}-timeout-{label}"):
                     await _run(getattr(pending, method)(value))
         with expect(ValueError, "close", "join while running"):
@@ -389,11 +389,22 @@ def test_process_setters_reject(value: Any, exc: type[Exception], attr: str) -> 
     assert (p.name, p.daemon) == ("before", False)
 
 
+async def test_async_result_takes_a_negative_timeout_as_zero() -> None:
+    """As the standard library's AsyncResult.get/wait do (code ports ``get(deadline - now)``)."""
+    async with aiomp.Pool(1) as pool:
+        slow = pool.apply_async(_work.sleep, (30,))
+        with anyio.fail_after(10):
+            assert await slow.wait(-1) is False
+            with pytest.raises(TimeoutError):
+                await slow.get(-0.5)
+        assert slow.cancel()
+
+
 async def test_process_misuse_leaves_it_usable() -> None:
     """Bad join timeouts, join before start, start twice, use after close."""
     release = aiomp.Event()
     p = aiomp.Process(target=_prims.wait_event, args=(release, 20))
-    for what, value, exc in BAD_TIMEOUTS:
+    for what, value, exc in WAIT_BAD_TIMEOUTS:
         with expect(exc, "timeout", f"join-timeout-{what} before start"):
             await _run(p.join(value))
     with expect(RuntimeError, "started", "join before start"):
@@ -403,11 +414,12 @@ async def test_process_misuse_leaves_it_usable() -> None:
     try:
         with expect(RuntimeError, "twice", "start twice"):
             await _run(p.start())
-        for what, value, exc in BAD_TIMEOUTS:
+        for what, value, exc in WAIT_BAD_TIMEOUTS:
             with expect(exc, "timeout", f"join-timeout-{what}"):
                 await _run(p.join(value))
         assert p.is_alive() and p.exitcode is None
         await _run(p.join(0))
+        await _run(p.join(-1))  # a negative timeout counts as 0, as in the standard library
         assert p.is_alive()
         release.set()
         await _run(p.join(INF))  # inf: no limit
