@@ -304,52 +304,6 @@ async def atouch(path: str) -> str:
     return touch(path)
 
 
-async def while_ticking(func: Any, release: Any, ticks_first: int = 50) -> tuple[Any, float, int, bool]:
-    """Await ``func()`` beside a task that ticks (sleeps a millisecond) in a loop, and that
-    calls ``release()`` at its ``ticks_first``-th tick.
-
-    Whatever ``func`` waits for should happen only after ``release()``: then ``func``
-    returns at all only because the event loop kept running while it waited. Returns
-    the result, the longest gap between two ticks (how long the loop was blocked, at
-    worst), the number of ticks, and whether ``release()`` had been called when
-    ``func`` returned.
-    """
-    import anyio
-
-    gaps = [0.0]
-    ticks = 0
-    released = False
-    done = anyio.Event()
-
-    async def tick() -> None:
-        nonlocal ticks, released
-        last = time.monotonic()
-        while not done.is_set():
-            await anyio.sleep(0.001)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-            ticks += 1
-            if ticks == ticks_first:
-                release()
-                released = True
-
-    result: list[Any] = []
-    error: list[BaseException] = []
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(tick)
-        try:
-            result.append((await func(), released))
-        except Exception as exc:  # re-raised below, not wrapped in an exception group
-            error.append(exc)
-        finally:
-            done.set()
-    if error:
-        raise error[0]
-    ((value, released_before),) = result
-    return value, max(gaps), ticks, released_before
-
-
 def fill_then_leave(q: Any, n: int, size: int, cancel_join: bool) -> None:
     """Put more than the queue's pipe holds (nobody reads), then return: the feeder still
     holds items, so the process exits only if ``cancel_join_thread()`` let it."""

@@ -214,7 +214,7 @@ async def test_join_does_not_block_the_loop() -> None:
     # (after 10 s it gives up and exits 3: what a blocked loop would make it do).
     async with aiomp.Process(target=_work.exit_when, args=(go, 10)) as p:
         with anyio.fail_after(30):
-            _, max_gap, ticks, released = await _work.while_ticking(p.join, go.set)
+            _, max_gap, ticks, released = await _prims.while_ticking_then(p.join, go.set)
     assert released, "join returned before the child was told to exit"
     assert p.exitcode == 0, "the child gave up waiting: the loop did not run while join waited"
     assert ticks >= 50

@@ -214,7 +214,7 @@ async def test_aget_waits_for_a_child_and_keeps_the_loop_free(make: Callable[...
     # after 10 s: what a blocked loop would make it do).
     async with aiomp.Process(target=_work.put_when, args=(q, "late", go, 10)) as child:
         with anyio.fail_after(30):
-            (item, released), max_gap, ticks, _ = await _work.while_ticking(q.aget, go.set)
+            (item, released), max_gap, ticks, _ = await _prims.while_ticking_then(q.aget, go.set)
     assert child.exitcode == 0
     assert item == "late"
     assert released, "the child gave up waiting: the loop did not run while aget waited"
@@ -547,7 +547,7 @@ async def test_ajoin_waits_for_task_done_in_a_child(make: Callable[..., Any]) ->
         # The child takes the items, and marks them done only once the parent's loop,
         # ticking while ajoin waits, says so (after 10 s it gives up and exits 3).
         async with aiomp.Process(target=_work.ack_when, args=(q, 5, go, 10)) as child:
-            _, max_gap, ticks, released = await _work.while_ticking(q.ajoin, go.set)
+            _, max_gap, ticks, released = await _prims.while_ticking_then(q.ajoin, go.set)
     assert released, "ajoin returned before the items were marked done"
     assert child.exitcode == 0, "the child gave up waiting: the loop did not run while ajoin waited"
     assert ticks >= 50
