@@ -73,10 +73,13 @@ def test_pool_basics_example(loop: str) -> None:
         "WorkerDiedError: the worker process running this task exited with code 3 (exitcode 3)",
         "the pool goes on: 49",
     ]
-    # Two workers replaced: the one stopped by the timeout and the one that crashed.
+    # Workers replaced: the one stopped by the timeout and the one that crashed, and one
+    # more for each worker that was in the middle of an imap chunk when the tour left that
+    # imap early (a running chunk is stopped by replacing its worker; on a loaded machine
+    # that happens).
     assert re.fullmatch(
         r"PoolStatistics\(processes=2, workers_alive=2, tasks_queued=0, tasks_running=0, "
-        r"tasks_completed=\d+, workers_restarted=2\)",
+        r"tasks_completed=\d+, workers_restarted=[234]\)",
         lines[16],
     ), lines[16]
     assert len(lines) == 17
