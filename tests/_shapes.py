@@ -44,7 +44,9 @@ async def note_cancellation(directory: str) -> None:
     try:
         await anyio.sleep_forever()
     except anyio.get_cancelled_exc_class():
-        (folder / "cancelled").write_text(_loop_name())
+        # Written whole, then renamed: the parent waits for the name and reads at once.
+        (folder / "cancelled.part").write_text(_loop_name())
+        (folder / "cancelled.part").replace(folder / "cancelled")
         raise
 
 
