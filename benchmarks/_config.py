@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.context
-import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
 
 def usable_cpus() -> int:
-    """CPUs this process may run on (``os.process_cpu_count`` where it exists)."""
-    counter = getattr(os, "process_cpu_count", None)
-    if counter is not None:
-        return int(counter() or 1)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    """CPUs this process may run on: ``aiomp.cpu_count()``."""
+    import aiomp
+
+    return aiomp.cpu_count()
 
 
 @dataclass(frozen=True)
