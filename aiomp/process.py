@@ -197,11 +197,12 @@ class Process:
         self._process._kwargs = {}  # type: ignore[attr-defined]
         failure: list[BaseException] = []
         signal_r, signal_w = socket.socketpair()
+        process = self._process  # the thread holds this, not self: it may outlive the signal a moment
 
         def start() -> None:
             try:
-                with _lifeline.forking(self._process):
-                    self._process.start()
+                with _lifeline.forking(process):
+                    process.start()
             except BaseException as error:
                 failure.append(error)
             finally:
