@@ -32,6 +32,10 @@ class Config:
     cpu_task_seconds: float
     startup_trials: int
     crash_calls: int
+    payload_arrays: int  # payload: how many float64 arrays go through the pool
+    payload_mib: int  # payload: the size of each array
+    bigmsg_mib: int  # bigmsg: the size of the array sent back and forth
+    bigmsg_trips: int  # bigmsg: timed round trips (the median is reported)
     hang_timeout: float  # how long a crash peer may take before it is reported as hanging
     cell_timeout: float  # hard limit for one library in one workload
 
@@ -54,6 +58,10 @@ class Config:
                 cpu_task_seconds=0.05,
                 startup_trials=2,
                 crash_calls=20,
+                payload_arrays=2,
+                payload_mib=8,
+                bigmsg_mib=16,
+                bigmsg_trips=1,
                 hang_timeout=4.0,
                 cell_timeout=60.0,
             )
@@ -73,6 +81,10 @@ class Config:
             cpu_task_seconds=0.1,
             startup_trials=5,
             crash_calls=20,
+            payload_arrays=8,
+            payload_mib=32,
+            bigmsg_mib=64,
+            bigmsg_trips=5,
             hang_timeout=10.0,
             cell_timeout=120.0,
         )

@@ -7,7 +7,8 @@ import statistics
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -15,13 +16,15 @@ import anyio
 
 from benchmarks._config import Config
 from benchmarks._procs import ProcessTracker, Watchdog
-from benchmarks._runners import Runner, make_runner
+from benchmarks._runners import Runner, make_runner, missing_module
 from benchmarks._types import Cell
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
 now = time.perf_counter
+#: The loop-lag ticker's period (s).
+TICK = 0.001
 
 #: Called with a message if the watchdog gives up on a cell (run.py writes the partial JSON).
 on_watchdog: list[Callable[[str], None]] = []
@@ -49,6 +52,32 @@ def percentile(xs: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
+async def ticker(lags: list[float], stop: anyio.Event) -> None:
+    """Sleep ``TICK`` in a loop until ``stop`` is set; append how late each wake-up was (s) to ``lags``."""
+    while not stop.is_set():
+        t0 = now()
+        await anyio.sleep(TICK)
+        lags.append(max(0.0, now() - t0 - TICK))
+
+
+@asynccontextmanager
+async def ticking(lags: list[float]) -> AsyncIterator[None]:
+    """Run :func:`ticker` while the body of the ``async with`` runs: the event loop's lag under that load."""
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker, lags, stop)
+        try:
+            yield
+        finally:
+            stop.set()
+
+
+def skipped(libs: Sequence[str], why: str) -> list[Cell]:
+    """Rows with no figure, for a workload that cannot run here (e.g. NumPy is missing)."""
+    print(f"  skipped: {why}", file=sys.stderr, flush=True)
+    return [Cell(lib, notes=[f"skipped: {why}"]) for lib in libs]
+
+
 def describe(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
         return "; ".join(describe(e) for e in exc.exceptions)
@@ -71,7 +100,14 @@ def run_cell(
     timeout: float | None = None,
     tag: str = "",
 ) -> Cell:
-    """Run ``measure`` for library ``label`` in its own ``anyio.run``; never raises, never hangs."""
+    """Run ``measure`` for library ``label`` in its own ``anyio.run``; never raises, never hangs.
+
+    A library that is not installed is skipped: its row says so and holds no figure."""
+    module = missing_module(label)
+    if module is not None:
+        cell = Cell(label, notes=[f"{module} is not installed: skipped"])
+        _progress(tag, cell)
+        return cell
     limit = timeout or cfg.cell_timeout
     tracker = ProcessTracker()
     ctx = Ctx(cfg, make_runner(label, cfg, processes or cfg.processes), tracker, Cell(label))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import importlib.util
 import multiprocessing.pool
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -218,6 +219,8 @@ class AiomultiprocessRunner(Runner):
 
 def start_shared_helpers(cfg: Config) -> None:
     """aiomultiprocess keeps one manager process for its whole life: start it before any pool is counted."""
+    if missing_module("aiomultiprocess"):
+        return
     import aiomultiprocess.core  # type: ignore[import-untyped, unused-ignore]
 
     aiomultiprocess.set_start_method(cfg.start_method)
@@ -261,7 +264,19 @@ RUNNERS: dict[str, type[Runner]] = {
     "PPE chunked": PPEChunkedRunner,
     "aiomultiprocess": AiomultiprocessRunner,
     "anyio": AnyioRunner,
+    # no pool: bigmsg's rows, whose queues and pipes come from benchmarks.primitives' kits
+    "mp to_thread": SerialRunner,
+    "aioprocessing": SerialRunner,
 }
+
+#: The module a row needs: without it the row is skipped (and says so), not failed.
+REQUIRES = {"aiomultiprocess": "aiomultiprocess", "aioprocessing": "aioprocessing"}
+
+
+def missing_module(label: str) -> str | None:
+    """The module that row ``label`` needs if it is not installed, else None."""
+    module = REQUIRES.get(label)
+    return module if module is not None and importlib.util.find_spec(module) is None else None
 
 
 def make_runner(label: str, cfg: Config, processes: int) -> Runner:

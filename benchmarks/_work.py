@@ -43,6 +43,22 @@ def crash_at(i: int, target: int, seconds: float) -> int:
     return i
 
 
+def arr_sum(a: Any) -> float:
+    """payload: a NumPy array in, a float out (this module imports no NumPy: the array brings it)."""
+    return float(a.sum())
+
+
+def echo(a: Any) -> Any:
+    """payload: the array goes back the way it came."""
+    return a
+
+
+def check_echo(sent: Any, got: Any) -> None:
+    """In the parent: ``got`` is the array ``sent`` came back as (its shape and first and last items)."""
+    if got.shape != sent.shape or got[0] != sent[0] or got[-1] != sent[-1]:
+        raise RuntimeError("the array came back different")
+
+
 async def ainc(x: int) -> int:
     return inc(x)
 
@@ -61,6 +77,14 @@ async def abusy(n: int) -> int:
 
 async def acrash_at(i: int, target: int, seconds: float) -> int:
     return crash_at(i, target, seconds)
+
+
+async def aarr_sum(a: Any) -> float:
+    return arr_sum(a)
+
+
+async def aecho(a: Any) -> Any:
+    return echo(a)
 
 
 def async_twin(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:

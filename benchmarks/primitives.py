@@ -639,8 +639,10 @@ def rt_sync(kind: str, cfg: Config, cell: Cell, cleanup: Cleanup) -> None:
     cell.samples["rt_s"] = samples
 
 
-async def rt_async(kind: str, kit: Kit, cleanup: Cleanup) -> None:
-    cfg, cell, ppid = kit.cfg, kit.cell, os.getpid()
+async def open_echo(kind: str, kit: Kit, cleanup: Cleanup) -> Callable[[Any], Awaitable[Any]]:
+    """Start a child that echoes through a queue pair (``kind == "queue"``) or a pipe; return the
+    parent's round trip, ``await one(x) -> x``. ``cleanup`` stops the child and closes everything."""
+    ppid = os.getpid()
     if kind == "queue":
         q1, q2 = kit.queue(), kit.queue()
         for q in (q1, q2):
@@ -651,7 +653,7 @@ async def rt_async(kind: str, kit: Kit, cleanup: Cleanup) -> None:
         cleanup.push(kit.stop, p)
         cleanup.push(kit.stop_item, q1)
 
-        async def one(x: int) -> Any:
+        async def one(x: Any) -> Any:
             await kit.put(q1, x)
             return await kit.get(q2)
 
@@ -664,10 +666,16 @@ async def rt_async(kind: str, kit: Kit, cleanup: Cleanup) -> None:
         cleanup.push(kit.stop, p)
         cleanup.push(kit.send, a, None)
 
-        async def one(x: int) -> Any:
+        async def one(x: Any) -> Any:
             await kit.send(a, x)
             return await kit.recv(a)
 
+    return one
+
+
+async def rt_async(kind: str, kit: Kit, cleanup: Cleanup) -> None:
+    cfg, cell = kit.cfg, kit.cell
+    one = await open_echo(kind, kit, cleanup)
     for i in range(cfg.warmup):
         _check_echo(i, await one(i))
     samples = []

@@ -6,12 +6,14 @@ from collections.abc import Callable
 
 from benchmarks._config import Config
 from benchmarks._types import WorkloadResult
-from benchmarks.workloads import apply, cpu, crash, lag, startup, tiny
+from benchmarks.workloads import apply, bigmsg, cpu, crash, lag, payload, startup, tiny
 
 WORKLOADS: dict[str, Callable[[Config], WorkloadResult]] = {
     "tiny": tiny.run,
     "apply": apply.run,
     "lag": lag.run,
+    "payload": payload.run,
+    "bigmsg": bigmsg.run,
     "cpu": cpu.run,
     "startup": startup.run,
     "crash": crash.run,

@@ -6,12 +6,11 @@ import anyio
 
 from benchmarks import _work
 from benchmarks._config import Config
-from benchmarks._harness import Ctx, merge_cells, now, percentile, run_cell
+from benchmarks._harness import Ctx, merge_cells, now, percentile, run_cell, ticking
 from benchmarks._report import fmt_fixed, fmt_text
 from benchmarks._types import Cell, Metric, Target, WorkloadResult
 
 LIBS = ["idle", "aiomp", "mp.Pool", "PPE chunked", "PPE per item", "aiomultiprocess", "anyio"]
-TICK = 0.001
 
 
 def _metrics(sizes: list[int]) -> list[Metric]:
@@ -23,13 +22,6 @@ def _metrics(sizes: list[int]) -> list[Metric]:
             Metric(f"maps@{n}", f"maps ({n}w)", None, fmt_text),
         ]
     return metrics
-
-
-async def _ticker(lags: list[float], stop: anyio.Event) -> None:
-    while not stop.is_set():
-        t0 = now()
-        await anyio.sleep(TICK)
-        lags.append(max(0.0, now() - t0 - TICK))
 
 
 async def _load(ctx: Ctx, items: list[int]) -> int:
@@ -50,11 +42,8 @@ async def _measure(ctx: Ctx) -> None:
     lags: list[float] = []
     async with ctx.runner.opened():
         await ctx.runner.warm()
-        stop = anyio.Event()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_ticker, lags, stop)
+        async with ticking(lags):
             maps = await _load(ctx, items)
-            stop.set()
         cell.samples[f"lag_s@{n}"] = lags
         cell.values.update(
             {f"p99_ms@{n}": percentile(lags, 99) * 1e3, f"max_ms@{n}": max(lags) * 1e3, f"maps@{n}": maps}
