@@ -13,6 +13,7 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.synchronize
 import operator
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "check_timeout",
     "clamp_timeout",
     "context",
+    "default_context",
     "is_async",
     "non_negative_int",
     "positive_int",
@@ -112,11 +114,16 @@ def check_kwds(kwds: object, name: str = "kwds") -> dict[str, Any]:
     return dict(kwds)
 
 
+def default_context() -> multiprocessing.context.BaseContext:
+    """forkserver where it exists (never fork a process that runs an event loop), else spawn."""
+    if sys.platform != "win32" and "forkserver" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("spawn")
+
+
 def context(value: object) -> multiprocessing.context.BaseContext:
     """A start-method name, a multiprocessing context, or None for aiomp's default."""
     if value is None:
-        from .backends.local import default_context
-
         return default_context()
     if isinstance(value, multiprocessing.context.BaseContext):
         return value
