@@ -53,10 +53,12 @@ INIT_FAILED: Final = 5
 RESULT: Final = 6
 LEVELS: Final = 7
 
-# Task modes: how a worker applies the function to the payload.
-APPLY: Final = 0  # payload is (args, kwds): func(*args, **kwds)
-MAP: Final = 1  # payload is a list of items: [func(x) for x in items]
-STARMAP: Final = 2  # payload is a list of tuples: [func(*x) for x in items]
+# Task modes: how a worker applies the function to the payload. The values of
+# aiomp.backends.CallKind, as plain ints: a worker does not import the seam (its
+# import stays light); tests/test_backend_seam.py checks that they agree.
+APPLY: Final = 0  # CallKind.APPLY: payload is (args, kwds): func(*args, **kwds)
+MAP: Final = 1  # CallKind.MAP: payload is a list of items: [func(x) for x in items]
+STARMAP: Final = 2  # CallKind.STARMAP: payload is a list of tuples: [func(*x) for x in items]
 
 # Result statuses.
 OK: Final = 0

@@ -1,10 +1,11 @@
 """``Pool`` and ``AsyncResult``: the parent's side of running functions on workers.
 
-A call becomes one or more ``Task`` objects (one per chunk for the map family),
-each pickled here so that a pickling error reaches the call that caused it, then
-handed to the backend. ``AsyncResult`` collects the outcomes; ``imap`` and
-``imap_unordered`` feed a bounded window of chunks from the source as the consumer
-pulls results, so an endless source runs in constant memory.
+A call becomes one or more ``Task`` objects (one per chunk for the map family)
+that carry the function, how to call it and its arguments. Each is prepared by
+the backend (the local backend pickles it there, so a pickling error reaches the
+call that caused it), then handed to the backend. ``AsyncResult`` collects the
+outcomes; ``imap`` and ``imap_unordered`` feed a bounded window of chunks from the
+source as the consumer pulls results, so an endless source runs in constant memory.
 """
 
 from __future__ import annotations
@@ -30,19 +31,16 @@ import sniffio
 from anyio.abc import TaskGroup
 from typing_extensions import Self
 
-from . import _serialize, _wire
 from ._checks import check_args as _check_args
 from ._checks import check_kwds as _check_kwds
 from ._checks import check_timeout as _check_timeout
 from ._checks import clamp_timeout as _clamp_timeout
-from ._checks import context as _context
 from ._checks import is_async as _is_async
 from ._checks import positive_int as _positive_int
 from ._exceptions import BrokenPoolError, PoolClosedError
-from ._loops import check_child_loop
 from ._tasks import TaskHost
-from .backends import Backend, PoolStatistics, Task
-from .backends.local import LocalBackend, preload_worker, usable_cpus
+from .backends import Backend, CallKind, PoolStatistics, Task
+from .backends.local import LOCAL_OPTIONS, LocalBackend
 
 __all__ = ["AsyncResult", "Pool"]
 
@@ -84,12 +82,13 @@ class AsyncResult(Generic[R]):
         self._value: Any = None
 
     def _add(self, tasks: list[Task]) -> None:
-        """Adopt the tasks whose outcomes make up this result (before they are submitted)."""
+        """Adopt the tasks whose outcomes make up this result (before they are submitted).
+
+        Each task's ``done`` is ``functools.partial(self._task_done, position)``.
+        """
         self._tasks = tasks
         self._values = [None] * len(tasks)
         self._remaining = len(tasks)
-        for position, task in enumerate(tasks):
-            task.done = functools.partial(self._task_done, position)
         if not tasks:
             self._finish(True, [])
 
@@ -206,6 +205,12 @@ class Pool:
 
     A pool may be left (``__aexit__``, ``close``/``join``, ``terminate``) by a task
     other than the one that entered it: its background work runs in a task of its own.
+
+    ``backend`` (an ``aiomp.backends.Backend``) runs the tasks elsewhere; None means
+    worker processes of this machine (``LocalBackend``), which the other options
+    describe. With a backend, setting one of those options to anything but its
+    default raises ``TypeError`` unless the backend lists it in its
+    ``supported_options``; ``processes`` is then the backend's.
     """
 
     def __init__(
@@ -222,43 +227,25 @@ class Pool:
         forward_logs: bool = True,
         child_loop: str | None = None,
     ) -> None:
-        child_loop = check_child_loop(child_loop)
-        processes = usable_cpus() if processes is None else _positive_int("processes", processes)
-        if isinstance(worker_niceness, bool) or not isinstance(worker_niceness, int):
-            raise TypeError(f"worker_niceness must be an int from 0 to 19, not {type(worker_niceness).__name__}")
-        if not 0 <= worker_niceness <= 19:
-            raise ValueError(f"worker_niceness must be from 0 to 19, not {worker_niceness}")
-        if maxtasksperchild is not None:
-            maxtasksperchild = _positive_int("maxtasksperchild", maxtasksperchild)
-        child_concurrency = _positive_int("child_concurrency", child_concurrency)
-        if not isinstance(forward_logs, bool):
-            raise TypeError(f"forward_logs must be a bool, not {type(forward_logs).__name__}")
-        if initializer is not None and not callable(initializer):
-            raise TypeError(f"initializer must be callable or None, not {type(initializer).__name__}")
-        if isinstance(initargs, (str, bytes)) or not isinstance(initargs, Iterable):
-            raise TypeError(f"initargs must be a tuple of arguments, not {type(initargs).__name__}")
-        init: object = None
-        if initializer is not None:
-            payload = (_serialize.dump_function(initializer), tuple(initargs))
-            try:
-                init = _serialize.dump_inband(payload)
-            except RuntimeError:  # initargs hold queues, locks or shared values
-                init = _InitAtStart(payload)
-        self._ctx = _context(context)
-        preload_worker(self._ctx)
+        local = {
+            "processes": processes,
+            "initializer": initializer,
+            "initargs": initargs,
+            "maxtasksperchild": maxtasksperchild,
+            "context": context,
+            "child_concurrency": child_concurrency,
+            "worker_niceness": worker_niceness,
+            "forward_logs": forward_logs,
+            "child_loop": child_loop,
+        }
         if backend is None:
-            backend = LocalBackend(
-                processes,
-                context=self._ctx,
-                initializer=init,
-                maxtasksperchild=maxtasksperchild,
-                child_concurrency=child_concurrency,
-                worker_niceness=worker_niceness,
-                forward_logs=forward_logs,
-                child_loop=child_loop,
-            )
+            backend = LocalBackend(**local)  # type: ignore[arg-type]
         elif not isinstance(backend, Backend):
             raise TypeError(f"backend must be an aiomp backend or None, not {type(backend).__name__}")
+        else:
+            options = _options_for(backend, local)
+            if options:
+                backend.configure(**options)
         self._backend = backend
         self._tg: TaskGroup | None = None
         self._host: TaskHost | None = None
@@ -273,7 +260,7 @@ class Pool:
 
     @property
     def processes(self) -> int:
-        """The number of worker processes."""
+        """The number of worker processes (for another backend: how many tasks it runs at once)."""
         return self._backend.processes
 
     def __repr__(self) -> str:
@@ -420,10 +407,10 @@ class Pool:
             return await self._apply(func, args, kwds)
 
     async def _apply(self, func: Callable[..., Any], args: Iterable[Any], kwds: Mapping[str, Any]) -> Any:
-        call = _Call(func, _wire.APPLY, self._backend)
+        call = _Call(func, CallKind.APPLY, self._backend)
         payload = (_check_args(args), _check_kwds(kwds))
         result: AsyncResult[Any] = AsyncResult(self._backend, self._new_event(), None, None, single=True)
-        await call.submit(result, [payload], offload=_serialize.likely_large(payload))
+        await call.submit(result, [payload])
         return await _wait(result)
 
     @overload
@@ -460,7 +447,7 @@ class Pool:
         """
         self._check_open()
         _check_callbacks(callback, error_callback)
-        call = _Call(func, _wire.APPLY, self._backend)
+        call = _Call(func, CallKind.APPLY, self._backend)
         result: AsyncResult[Any] = AsyncResult(self._backend, self._new_event(), callback, error_callback, single=True)
         call.submit_now(result, [(_check_args(args), _check_kwds(kwds))])
         return result
@@ -500,7 +487,7 @@ class Pool:
         If any item raises, the call raises that exception and its remaining
         chunks are dropped. ``timeout`` raises ``TimeoutError`` and stops the work.
         """
-        return await self._map(func, iterable, chunksize, _wire.MAP, timeout)
+        return await self._map(func, iterable, chunksize, CallKind.MAP, timeout)
 
     @overload
     async def starmap(
@@ -531,20 +518,20 @@ class Pool:
         timeout: float | None = None,
     ) -> list[Any]:
         """Like ``map``, but each item is a tuple of arguments: ``func(*item)``."""
-        return await self._map(func, iterable, chunksize, _wire.STARMAP, timeout)
+        return await self._map(func, iterable, chunksize, CallKind.STARMAP, timeout)
 
     async def _map(
-        self, func: Callable[..., Any], iterable: Any, chunksize: int | None, mode: int, timeout: float | None
+        self, func: Callable[..., Any], iterable: Any, chunksize: int | None, kind: CallKind, timeout: float | None
     ) -> list[Any]:
         self._check_open()
         _check_timeout(timeout)
         chunksize = _check_chunksize(chunksize, allow_none=True)
-        call = _Call(func, mode, self._backend)
+        call = _Call(func, kind, self._backend)
         with _deadline(timeout):
             items = await _collect(iterable)
             chunks = _chunks(items, chunksize or self._auto_chunksize(len(items)))
             result: AsyncResult[list[Any]] = AsyncResult(self._backend, self._new_event(), None, None, single=False)
-            await call.submit(result, chunks, offload=any(_serialize.likely_large(c) for c in chunks))
+            await call.submit(result, chunks)
             return await _wait(result)
 
     def _auto_chunksize(self, count: int) -> int:
@@ -561,7 +548,7 @@ class Pool:
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> AsyncResult[list[Any]]:
         """Schedule ``map`` now and return its ``AsyncResult``."""
-        return self._map_async(func, iterable, chunksize, _wire.MAP, callback, error_callback)
+        return self._map_async(func, iterable, chunksize, CallKind.MAP, callback, error_callback)
 
     def starmap_async(
         self,
@@ -572,21 +559,21 @@ class Pool:
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> AsyncResult[list[Any]]:
         """Schedule ``starmap`` now and return its ``AsyncResult``."""
-        return self._map_async(func, iterable, chunksize, _wire.STARMAP, callback, error_callback)
+        return self._map_async(func, iterable, chunksize, CallKind.STARMAP, callback, error_callback)
 
     def _map_async(
         self,
         func: Callable[..., Any],
         iterable: Any,
         chunksize: int | None,
-        mode: int,
+        kind: CallKind,
         callback: Callable[[list[Any]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
     ) -> AsyncResult[list[Any]]:
         self._check_open()
         _check_callbacks(callback, error_callback)
         chunksize = _check_chunksize(chunksize, allow_none=True)
-        call = _Call(func, mode, self._backend)
+        call = _Call(func, kind, self._backend)
         result: AsyncResult[list[Any]] = AsyncResult(
             self._backend, self._new_event(), callback, error_callback, single=False
         )
@@ -604,9 +591,9 @@ class Pool:
         self, call: _Call, result: AsyncResult[list[Any]], iterable: AsyncIterable[Any], chunksize: int | None
     ) -> None:
         try:
-            items = [item async for item in iterable]
+            items = await _collect(iterable)
             if not result.ready():  # else cancelled meanwhile
-                call.submit_now(result, _chunks(items, chunksize or self._auto_chunksize(len(items))))
+                await call.submit(result, _chunks(items, chunksize or self._auto_chunksize(len(items))))
         except BaseException as error:
             if not result.ready():
                 if not isinstance(error, Exception):  # the pool is being torn down
@@ -681,7 +668,7 @@ class IMapIterator(AsyncIterator[R]):
     def __init__(self, pool: Pool, func: Callable[..., Any], iterable: Any, chunksize: int, ordered: bool) -> None:
         pool._check_open()
         self._chunksize = _positive_int("chunksize", chunksize)
-        self._call = _Call(func, _wire.MAP, pool._backend)
+        self._call = _Call(func, CallKind.MAP, pool._backend)
         self._backend = pool._backend
         self._tg = pool._tg
         if isinstance(iterable, AsyncIterable):
@@ -799,12 +786,12 @@ class IMapIterator(AsyncIterator[R]):
     def _submit(self, chunk: list[Any]) -> None:
         seq = self._submitted
         self._submitted += 1
+        task = self._call.task(chunk, functools.partial(self._task_done, seq))
         try:
-            task = self._call.task(chunk)
+            self._backend.prepare(task)
         except Exception as error:  # an item that cannot be pickled
             self._source_failed(error)
             return
-        task.done = functools.partial(self._task_done, seq)
         self._inflight[seq] = task
         try:
             self._backend.submit(task)
@@ -856,44 +843,62 @@ class IMapIterator(AsyncIterator[R]):
 class _Call:
     """What every task of one call shares: the function and how to apply it."""
 
-    def __init__(self, func: Callable[..., Any], mode: int, backend: Backend) -> None:
+    def __init__(self, func: Callable[..., Any], kind: CallKind, backend: Backend) -> None:
         if not callable(func):
             raise TypeError(f"func must be callable, not {type(func).__name__}")
-        self.func = _serialize.dump_function(func)
+        self.func = func
         self.is_async = _is_async(func)
-        self.mode = mode
+        self.kind = kind
         self.backend = backend
 
-    def task(self, payload: Any) -> Task:
-        buffers: list[Any] = []
-        data = _serialize.dumps(payload, buffers)
-        return Task(self.func, data, [b.raw() for b in buffers], self.mode, self.is_async, _no_done)
+    def task(self, payload: Any, done: Callable[[bool, Any], None]) -> Task:
+        return Task(self.func, self.kind, payload, self.is_async, done)
 
-    def submit_now(self, result: AsyncResult[Any], payloads: list[Any]) -> None:
-        tasks = [self.task(payload) for payload in payloads]
+    def submit_now(self, result: AsyncResult[Any], payloads: Iterable[Any]) -> None:
+        """Prepare every task of ``result`` (on the loop), then submit them."""
+        tasks = []
+        for position, payload in enumerate(payloads):
+            task = self.task(payload, functools.partial(result._task_done, position))
+            self.backend.prepare(task)
+            tasks.append(task)
         result._add(tasks)
-        self._submit(tasks)
-
-    async def submit(self, result: AsyncResult[Any], payloads: list[Any], offload: bool) -> None:
-        """Pickle (in a thread if the payloads look large), then submit."""
-        if offload:
-            tasks = await anyio.to_thread.run_sync(lambda: [self.task(p) for p in payloads])
-        else:
-            tasks = [self.task(payload) for payload in payloads]
-        result._add(tasks)
-        self._submit(tasks)
-
-    def _submit(self, tasks: list[Task]) -> None:
-        for position, task in enumerate(tasks):
-            try:
+        submitted = 0
+        try:
+            for task in tasks:
                 self.backend.submit(task)
-            except BaseException:
-                self.backend.cancel(tasks[:position])
-                raise
+                submitted += 1
+        except BaseException:
+            self.backend.cancel(tasks[:submitted])
+            raise
+
+    async def submit(self, result: AsyncResult[Any], payloads: Iterable[Any]) -> None:
+        """Prepare every task of ``result`` (in a worker thread if one looks large), then submit them.
+
+        A preparing (pickling) error raises before any task is submitted.
+        """
+        backend = self.backend
+        tasks = [self.task(payload, functools.partial(result._task_done, i)) for i, payload in enumerate(payloads)]
+        if any(backend.prepare_in_thread(task) for task in tasks):
+            await anyio.to_thread.run_sync(_prepare_all, backend, tasks)
+        else:
+            for task in tasks:
+                backend.prepare(task)
+        if result.ready():  # cancelled meanwhile (an AsyncResult of map_async)
+            return
+        result._add(tasks)
+        submitted = 0
+        try:
+            for task in tasks:
+                backend.submit(task)
+                submitted += 1
+        except BaseException:
+            backend.cancel(tasks[:submitted])
+            raise
 
 
-def _no_done(ok: bool, value: Any) -> None:  # replaced before a task is submitted
-    raise AssertionError("task completed without a receiver")
+def _prepare_all(backend: Backend, tasks: list[Task]) -> None:
+    for task in tasks:
+        backend.prepare(task)
 
 
 async def _wait(result: AsyncResult[R]) -> R:
@@ -923,6 +928,33 @@ def _check_callbacks(callback: object, error_callback: object) -> None:
             raise TypeError(f"{name} must be callable or None, not {type(value).__name__}")
 
 
+def _options_for(backend: Backend, local: Mapping[str, object]) -> dict[str, Any]:
+    """The local-process options the caller set, for a backend given as ``backend=``.
+
+    An option left at its default is not set. One that is set must be listed in the
+    backend's ``supported_options``: nothing is dropped silently.
+    """
+    options: dict[str, Any] = {}
+    for name, value in local.items():
+        if _is_default(value, LOCAL_OPTIONS[name]):
+            continue
+        if name not in backend.supported_options:
+            raise TypeError(
+                f"the {name} option configures local worker processes; {type(backend).__name__} cannot honour it"
+                " (leave it out, or configure the backend itself)"
+            )
+        options[name] = value
+    return options
+
+
+def _is_default(value: object, default: object) -> bool:
+    if value is default:
+        return True
+    if isinstance(default, tuple):  # initargs: any empty sequence
+        return isinstance(value, (tuple, list)) and not value
+    return type(value) is type(default) and value == default
+
+
 def _list(iterable: object) -> list[Any]:
     if not isinstance(iterable, Iterable):
         raise TypeError(f"iterable must be an iterable or an async iterable, not {type(iterable).__name__}")
@@ -937,23 +969,6 @@ async def _collect(iterable: object) -> list[Any]:
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-class _InitAtStart:
-    """A pool initializer whose arguments may only be pickled while a worker starts.
-
-    Queues, locks and shared values follow the standard library's inheritance
-    rule; this defers their pickling to each worker's start, where it is allowed.
-    The worker receives the (function, arguments) pair itself instead of bytes.
-    """
-
-    def __init__(self, payload: tuple[bytes, tuple[Any, ...]]) -> None:
-        self.payload = payload
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled by the start's own pickler, which passes each descriptor once
-        # (the pool's markers and a Value may share one shared-memory arena).
-        return tuple, (list(self.payload),)
 
 
 class _Event(Protocol):

@@ -35,20 +35,40 @@ import os
 import pickle
 import signal
 import sys
+import types
 from collections import deque
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable, Iterable, Mapping, MutableSequence
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
 from .. import _fd, _lifeline, _logs, _loops, _serialize, _wire
+from .._checks import context as _context
+from .._checks import positive_int as _positive_int
 from .._exceptions import BrokenPoolError, PoolClosedError, WorkerDiedError
 from .._lifeline import forking
 from .._worker import worker_main
-from . import Backend, PoolStatistics, Task
+from . import Backend, CallKind, PoolStatistics, Task
 
-__all__ = ["LocalBackend", "default_context", "preload_worker", "usable_cpus"]
+__all__ = ["LOCAL_OPTIONS", "LocalBackend", "encode_task", "preload_worker", "usable_cpus"]
+
+#: The options of ``Pool`` that configure local worker processes, with their
+#: defaults: ``LocalBackend`` takes them (``Pool`` passes them on when it makes
+#: one); another backend takes those it lists in ``supported_options``.
+LOCAL_OPTIONS: Mapping[str, object] = types.MappingProxyType(
+    {
+        "processes": None,
+        "initializer": None,
+        "initargs": (),
+        "maxtasksperchild": None,
+        "context": None,
+        "child_concurrency": 16,
+        "worker_niceness": 5,
+        "forward_logs": True,
+        "child_loop": None,
+    }
+)
 
 # Consecutive workers that die before they are ready before the pool gives up.
 _STARTUP_FAILURES = 3
@@ -120,38 +140,63 @@ class _Worker:
 
 
 class LocalBackend(Backend):
-    """Runs tasks on ``processes`` worker processes started with ``context``."""
+    """Runs tasks on ``processes`` worker processes started with ``context``.
+
+    Takes the options of ``Pool`` that describe local workers (``LOCAL_OPTIONS``),
+    checks them (``TypeError``, ``ValueError``), pickles the initializer once, and,
+    under forkserver, has the forkserver preload the worker module.
+    """
 
     def __init__(
         self,
-        processes: int,
+        processes: int | None = None,
         *,
-        context: multiprocessing.context.BaseContext,
-        initializer: object,
-        maxtasksperchild: int | None,
-        child_concurrency: int,
-        worker_niceness: int = 0,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        context: str | multiprocessing.context.BaseContext | None = None,
+        child_concurrency: int = 16,
+        worker_niceness: int = 5,
         forward_logs: bool = True,
         child_loop: str | None = None,
     ) -> None:
+        child_loop = _loops.check_child_loop(child_loop)
+        processes = usable_cpus() if processes is None else _positive_int("processes", processes)
+        if isinstance(worker_niceness, bool) or not isinstance(worker_niceness, int):
+            raise TypeError(f"worker_niceness must be an int from 0 to 19, not {type(worker_niceness).__name__}")
+        if not 0 <= worker_niceness <= 19:
+            raise ValueError(f"worker_niceness must be from 0 to 19, not {worker_niceness}")
+        if maxtasksperchild is not None:
+            maxtasksperchild = _positive_int("maxtasksperchild", maxtasksperchild)
+        child_concurrency = _positive_int("child_concurrency", child_concurrency)
+        if not isinstance(forward_logs, bool):
+            raise TypeError(f"forward_logs must be a bool, not {type(forward_logs).__name__}")
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be callable or None, not {type(initializer).__name__}")
+        if isinstance(initargs, (str, bytes)) or not isinstance(initargs, Iterable):
+            raise TypeError(f"initargs must be a tuple of arguments, not {type(initargs).__name__}")
+        self._init = _dump_initializer(initializer, tuple(initargs))
+        self._ctx = _context(context)
+        preload_worker(self._ctx)
         self.processes = processes
         self._listener = _logs.Listener()  # handles every worker's log records
         # Log forwarding is on when there are levels to watch: workers take on
         # the parent's logging levels, and hear when they change.
         self._levels = _logs.LevelWatch() if forward_logs else None
         self._niceness = worker_niceness
-        self._ctx = context
-        self._init = initializer
         self._maxtasks = maxtasksperchild
         self._concurrency = child_concurrency
         self._child_loop_choice = child_loop
         self._child_loop: _loops.Loop = _loops.resolve(child_loop)  # resolved again at start
+        # The last function pickled: a map's chunks share it (unhashable
+        # callables miss _serialize's cache). Read and written whole, from any thread.
+        self._last_function: tuple[Callable[..., Any], bytes] | None = None
         self._state = _State.INIT
         self._tg: TaskGroup | None = None
         self._pending: deque[Task] = deque()
         self._workers: dict[int, _Worker] = {}
         # Each worker's start and finish markers and cancel requests (_wire.Markers).
-        self._marker: MutableSequence[int] = _wire.Markers.allocate(context, processes)
+        self._marker: MutableSequence[int] = _wire.Markers.allocate(self._ctx, processes)
         self._seconds_per_task: float | None = None
         self._startup_failures = 0
         self._broken: BrokenPoolError | None = None
@@ -231,11 +276,22 @@ class LocalBackend(Backend):
 
     # -- tasks ------------------------------------------------------------------
 
+    def prepare(self, task: Task) -> None:
+        """Pickle the task for the wire (``encode_task``); a pickling error raises here."""
+        last = self._last_function
+        if last is not None and last[0] is task.func:
+            task.encoded = encode_task(task, last[1])
+        else:
+            task.encoded = encode_task(task)
+            self._last_function = (task.func, task.encoded[0])
+
     def submit(self, task: Task) -> None:
         if self._broken is not None:
             raise self._broken
         if self._state is not _State.RUN:
             raise PoolClosedError("the pool is not running: it was closed or terminated")
+        if task.encoded is None:  # not prepared: its pickling error is the caller's
+            self.prepare(task)
         self._pending.append(task)
         if len(self._pending) == 1:
             # Tasks already waiting mean the workers are full; they dispatch
@@ -522,8 +578,9 @@ class LocalBackend(Backend):
             records = []
             buffers: list[_wire.Buffer] = []
             for task in worker.outbox:
-                records.append((task.index, task.func, task.payload, len(task.buffers), task.mode, task.is_async))
-                buffers += task.buffers
+                func, payload, raw = task.encoded
+                records.append((task.index, func, payload, len(raw), _WIRE_MODES[task.kind], task.is_async))
+                buffers += raw
             worker.outbox = []
             parts += _wire.encode_frame([pickle.dumps((_wire.TASKS, records), 5), *buffers])
         if worker.stop and not worker.stop_sent:
@@ -608,6 +665,54 @@ class LocalBackend(Backend):
             self._idle.set()
 
 
+# -- what travels to a worker -----------------------------------------------------
+
+_WIRE_MODES = {CallKind.APPLY: _wire.APPLY, CallKind.MAP: _wire.MAP, CallKind.STARMAP: _wire.STARMAP}
+
+
+def encode_task(task: Task, func: bytes | None = None) -> tuple[bytes, bytes, list[memoryview]]:
+    """A task as the worker receives it: the pickled function, the pickled payload, and
+    the payload's out-of-band buffers (raw, written to the socket as they lie in memory).
+
+    The function goes by reference where a worker can import it, by value (cloudpickle)
+    otherwise (``_serialize.dump_function``); ``func`` is its pickle if known already.
+    This and ``LocalBackend._encode`` (the frames) are the whole encoding of a task.
+    """
+    if func is None:
+        func = _serialize.dump_function(task.func)
+    buffers: list[pickle.PickleBuffer] = []
+    payload = _serialize.dumps(task.payload, buffers)
+    return func, payload, [buffer.raw() for buffer in buffers]
+
+
+def _dump_initializer(initializer: Callable[..., object] | None, initargs: tuple[Any, ...]) -> object:
+    """The pool initializer as each worker receives it: bytes, or an ``_InitAtStart``."""
+    if initializer is None:
+        return None
+    payload = (_serialize.dump_function(initializer), initargs)
+    try:
+        return _serialize.dump_inband(payload)
+    except RuntimeError:  # initargs hold queues, locks or shared values
+        return _InitAtStart(payload)
+
+
+class _InitAtStart:
+    """A pool initializer whose arguments may only be pickled while a worker starts.
+
+    Queues, locks and shared values follow the standard library's inheritance
+    rule; this defers their pickling to each worker's start, where it is allowed.
+    The worker receives the (function, arguments) pair itself instead of bytes.
+    """
+
+    def __init__(self, payload: tuple[bytes, tuple[Any, ...]]) -> None:
+        self.payload = payload
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled by the start's own pickler, which passes each descriptor once
+        # (the pool's markers and a Value may share one shared-memory arena).
+        return tuple, (list(self.payload),)
+
+
 def _start(process: multiprocessing.process.BaseProcess, started: Callable[[], None]) -> None:
     """Start a worker with SIGINT blocked, so Ctrl-C cannot reach it before it ignores the signal.
 
@@ -678,13 +783,6 @@ async def _reap(process: multiprocessing.process.BaseProcess) -> int | None:
 def _join(process: multiprocessing.process.BaseProcess) -> int | None:
     process.join(5)
     return process.exitcode
-
-
-def default_context() -> multiprocessing.context.BaseContext:
-    """forkserver where it exists (never fork a process that runs an event loop), else spawn."""
-    if sys.platform != "win32" and "forkserver" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("forkserver")
-    return multiprocessing.get_context("spawn")
 
 
 def preload_worker(context: multiprocessing.context.BaseContext) -> None:
