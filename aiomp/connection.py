@@ -1,10 +1,11 @@
 """``Pipe`` and ``Connection``: message pipes between processes, blocking and awaitable.
 
-A message is an 8-byte big-endian length and the payload. Both ends are Unix
-stream sockets in blocking mode, with no timeout of their own (the process's
-``socket.setdefaulttimeout()`` does not apply): the blocking methods sleep in
-the kernel as the standard library's do, and the awaiting ones pass ``MSG_DONTWAIT`` and wait
-on the event loop (putting the mode back after uvloop, which changes it).
+Both ends are Unix stream sockets in blocking mode, with no timeout of their own
+(the process's ``socket.setdefaulttimeout()`` does not apply): the blocking
+methods sleep in the kernel as the standard library's do, and the awaiting ones
+pass ``MSG_DONTWAIT`` and wait on the event loop (putting the mode back after
+uvloop, which changes it). Messages are ``_frames`` frames; objects are packed by
+``_serialize``, so big buffers travel through shared memory (``_shm``).
 
 Sending never blocks the event loop: bytes go out as the peer makes room, so a
 message of any size, or two peers sending big messages at each other, cannot
@@ -19,17 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
-import itertools
-import mmap
 import operator
-import os
-import pickle
 import socket
-import struct
-import threading
 import weakref
-from collections import deque
 from collections.abc import Callable
 from multiprocessing import BufferTooShort, reduction
 from typing import Any
@@ -38,177 +31,15 @@ import anyio
 import anyio.lowlevel
 from typing_extensions import Buffer, Self
 
-from . import _fd, _serialize
+from . import _fd, _frames, _serialize
 from ._checks import blocking_timeout
+from ._frames import Frame
 
 __all__ = ["Connection", "Pipe"]
 
-_HEADER = struct.Struct("!Q")
-_IOV_MAX = 64
-_DONTWAIT = socket.MSG_DONTWAIT
-_DIRECT = 256 << 10  # bodies up to this size are read into a bytes object directly
-_SLICE = 1 << 20  # bytes moved per non-blocking call before the loop gets a turn
-_OOB = 1 << 63  # header flag: an object whose buffers follow its pickle, uncopied
-_COUNT = struct.Struct("!I")
-_SIZE = struct.Struct("!Q")
-
-
-class _Reader:
-    """Reads whole messages, one at a time, from a stream socket.
-
-    Reads exactly one message's bytes, so several processes may share a reading
-    end (as a queue's consumers do) under a lock. ``read(block=False)`` never
-    blocks (``MSG_DONTWAIT``); ``read(block=True)`` sleeps in the kernel like
-    the standard library's, unless an event loop elsewhere made the socket
-    non-blocking, in which case it returns None as well.
-    """
-
-    __slots__ = ("_body", "_filled", "_head", "limit", "oob", "sock")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self._head = b""
-        self._body: Any = None  # a bytearray, or an mmap for big bodies
-        self._filled = 0
-        self.limit: int | None = None
-        self.oob = False  # whether the last message read is an object with out-of-band buffers
-
-    @property
-    def in_message(self) -> bool:
-        """True between a message's first byte and its last."""
-        return bool(self._head) or self._body is not None
-
-    def read(self, block: bool) -> bytes | bytearray | None:
-        """The next whole message, or None if it has not all arrived yet.
-
-        Raises ``EOFError`` at the end of the stream, ``OSError`` if it ends
-        inside a message or a message exceeds ``limit``.
-        """
-        flags = 0 if block else _DONTWAIT
-        while self._body is None:
-            chunk = self._recv(8 - len(self._head), flags)
-            if chunk is None:
-                return None
-            self._head += chunk
-            if len(self._head) < 8:
-                continue
-            (size,) = _HEADER.unpack(self._head)
-            self._head = b""
-            self.oob = bool(size & _OOB)
-            size &= ~_OOB
-            if self.limit is not None and size > self.limit:
-                raise OSError(errno.EMSGSIZE, f"message of {size} bytes is longer than maxlength={self.limit}")
-            if size == 0:
-                return b""
-            first = self._recv(size, flags, body=True) if size <= _DIRECT else None
-            if first is not None and len(first) == size:
-                return first  # the common case: one read, no copy
-            # Anonymous memory: the kernel zero-fills pages as they are written,
-            # where a bytearray would memset the whole body holding the GIL.
-            self._body = bytearray(size) if size <= _DIRECT else _BigBody.new(size)
-            self._filled = 0
-            if first:
-                self._body[: len(first)] = first
-                self._filled = len(first)
-        view = memoryview(self._body)
-        budget = _SLICE
-        while self._filled < len(view):
-            if not block and budget <= 0:
-                return None  # let the loop run other tasks between slices of a big message
-            try:
-                n = self.sock.recv_into(view[self._filled : self._filled + _SLICE], 0, flags)
-            except BlockingIOError:
-                return None
-            except ConnectionResetError:
-                n = 0
-            if n == 0:
-                raise OSError(errno.EPIPE, "got end of file during message")
-            self._filled += n
-            budget -= n
-        body, self._body = self._body, None
-        return body  # type: ignore[no-any-return]
-
-    def _recv(self, n: int, flags: int, body: bool = False) -> bytes | None:
-        try:
-            chunk = self.sock.recv(n, flags)
-        except BlockingIOError:
-            return None
-        except ConnectionResetError:
-            chunk = b""
-        if not chunk:
-            if not body and not self._head:
-                raise EOFError
-            raise OSError(errno.EPIPE, "got end of file during message")
-        return chunk
-
-
-class _Writer:
-    """Writes queued messages in order on a stream socket."""
-
-    __slots__ = ("_out", "_queued", "sent", "sock")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self._out: deque[memoryview] = deque()
-        self._queued = 0  # bytes ever queued
-        self.sent = 0  # bytes ever written
-
-    def queue(self, payload: Buffer) -> int:
-        """Queue one message; return the byte count at which it has been sent."""
-        return self.queue_parts([memoryview(payload).cast("B")], 0)
-
-    def queue_parts(self, parts: list[memoryview], flag: int) -> int:
-        """Queue one message made of several parts (flag bits go in its header)."""
-        size = sum(len(part) for part in parts)
-        self._out.append(memoryview(_HEADER.pack(size | flag)))
-        self._out.extend(part for part in parts if part)
-        self._queued += 8 + size
-        return self._queued
-
-    @property
-    def queued(self) -> int:
-        """Bytes ever queued."""
-        return self._queued
-
-    def withdraw(self, start: int, end: int) -> None:
-        """Take back the message queued between ``start`` and ``end`` if none of it is sent
-        and nothing was queued after it."""
-        if self.sent > start or self._queued != end:
-            return
-        size = end - start
-        while size:
-            size -= len(self._out.pop())
-        self._queued = start
-
-    def flush(self, block: bool) -> bool:
-        """Write what the socket takes (without waiting unless ``block``); True once all is out.
-
-        Without ``block`` it stops after about ``_SLICE`` bytes, so a big message
-        goes out in slices with the event loop running in between.
-        """
-        out = self._out
-        flags = 0 if block else _DONTWAIT
-        budget = _SLICE
-        while out:
-            if not block and budget <= 0:
-                return False  # let the loop run other tasks between slices of a big message
-            try:
-                n = self.sock.sendmsg(
-                    _first(out, _SLICE) if not block else list(itertools.islice(out, _IOV_MAX)), (), flags
-                )
-            except BlockingIOError:
-                return False
-            self.sent += n
-            budget -= n
-            while n:
-                head = out[0]
-                if n >= len(head):
-                    n -= len(head)
-                    out.popleft()
-                else:
-                    out[0] = head[n:]
-                    n = 0
-        return True
+# Objects whose big buffers add up to this much are copied into shared memory,
+# or unpickled, in a thread rather than on the event loop.
+_OFF_LOOP = 1 << 20
 
 
 class Connection:
@@ -236,12 +67,13 @@ class Connection:
         self._handle: int | None = fd
         self._readable = readable
         self._writable = writable
-        self._reader = _Reader(sock)
-        self._writer = _Writer(sock)
-        self._unread: list[Any] = []  # (message, oob) whose arecv was cancelled while decoding it
+        self._reader = _frames.Reader(sock, exact=True)  # another process may read this end too
+        self._writer = _frames.Writer(sock)
+        # Frames, or objects already unpickled, whose arecv was cancelled: the next receive's.
+        self._unread: list[tuple[bool, Any]] = []
         self._rwait = _fd.SharedWait(fd, blocking=True)
         self._wwait = _fd.SharedWait(fd, writable=True, blocking=True)
-        self._closer = weakref.finalize(self, _fd.close_socket, sock)
+        self._closer = weakref.finalize(self, _close, sock, self._reader)
 
     # -- state ---------------------------------------------------------------------
 
@@ -297,22 +129,23 @@ class Connection:
 
     def send_bytes(self, buf: Buffer, offset: int = 0, size: int | None = None) -> None:
         """Send a bytes-like object as one message, blocking until it is written."""
-        self._send(([_slice(buf, offset, size)], 0))
+        self._send(Frame([_slice(buf, offset, size)]))
 
     def send(self, obj: Any) -> None:
         """Send a picklable object, blocking until it is written.
 
         Buffers that support pickle protocol 5 (NumPy arrays, ``bytearray``,
-        ``pickle.PickleBuffer``) are written from where they lie, not copied.
+        ``pickle.PickleBuffer``) are not copied into the pickle: big ones are
+        written once into shared memory, small ones from where they lie.
         """
         self._check("write")
-        self._send(_encode(obj))
+        self._send(_serialize.pack([_serialize.encode(obj)]))
 
-    def _send(self, message: tuple[list[memoryview], int]) -> None:
-        fd = self._check("write")
-        end = self._writer.queue_parts(*message)
-        while not self._writer.flush(True) and self._writer.sent < end:
-            _fd.block_until(fd, True, None)  # an event loop elsewhere made the socket non-blocking
+    def _send(self, frame: Frame) -> None:
+        self._check("write")
+        end = self._writer.queue(frame)
+        while self._writer.sent < end and not self._writer.flush(True):
+            _fd.block_until(self._check("write"), True, None)  # an event loop elsewhere made it non-blocking
 
     async def asend_bytes(self, buf: Buffer, offset: int = 0, size: int | None = None) -> None:
         """Send a bytes-like object as one message, without blocking the event loop.
@@ -321,16 +154,16 @@ class Connection:
         later message of another task is already queued behind it); if after,
         the rest of the message is sent by the next send on this connection.
         """
-        await self._asend(([_slice(buf, offset, size)], 0))
+        await self._asend(Frame([_slice(buf, offset, size)]))
 
-    async def _asend(self, message: tuple[list[memoryview], int]) -> None:
+    async def _asend(self, frame: Frame) -> None:
         self._check("write")
         await anyio.lowlevel.checkpoint()  # yield before anything is sent: a send loop never starves the loop
         writer = self._writer
         start = writer.queued
-        end = writer.queue_parts(*message)
+        end = writer.queue(frame)
         try:
-            while not writer.flush(False) and writer.sent < end:
+            while writer.sent < end and not writer.flush(False):
                 await self._wwait.wait()
                 self._check("write")
         except BaseException:
@@ -340,17 +173,13 @@ class Connection:
     async def asend(self, obj: Any) -> None:
         """Send a picklable object without blocking the event loop.
 
-        Buffers that support pickle protocol 5 are written from where they lie;
-        other objects that look large are pickled in a thread.
+        Objects that look large are pickled in a thread, and big buffers are
+        copied into shared memory in a thread.
         """
         self._check("write")
-        if _serialize.likely_large(obj):
-            parts = await anyio.to_thread.run_sync(_encode, obj)
-        else:
-            parts = _encode(obj)
-        await self._asend(parts)
+        await self._asend(await _aencode(obj))
 
-    # -- receiving -----------------------------------------------------------------
+    # -- receiving    # -- receiving -----------------------------------------------------------------
 
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
         """Block until a message arrives and return it; ``EOFError`` at the end.
@@ -359,8 +188,7 @@ class Connection:
         library, this end reads no more (it is closed if it cannot send either).
         """
         maxlength = _check_maxlength(maxlength)
-        data = self._recv_blocking(maxlength, None)
-        return data if isinstance(data, bytes) else _to_bytes(data)
+        return _message_bytes(self._recv_blocking(maxlength))
 
     def recv_bytes_into(self, buf: Any, offset: int = 0) -> int:
         """Receive a message into ``buf`` at ``offset``; return its size.
@@ -370,16 +198,18 @@ class Connection:
         """
         view = _view(buf, writable=True)
         offset = _check_offset(offset, len(view))
-        data = self._recv_blocking(None, None)
+        data = _message_bytes(self._recv_blocking(None))
         if len(data) > len(view) - offset:
-            raise BufferTooShort(bytes(data))
+            raise BufferTooShort(data)
         view[offset : offset + len(data)] = data
         return len(data)
 
     def recv(self) -> Any:
         """Block until an object arrives and return it; ``EOFError`` at the end."""
-        data = self._recv_blocking(None, None)
-        return _decode(data, self._reader.oob)
+        frame = self._recv_blocking(None)
+        if not isinstance(frame, Frame):
+            return frame  # unpickled by an arecv that was cancelled
+        return _serialize.decode(frame)
 
     def poll(self, timeout: float | None = 0.0) -> bool:
         """Whether a message (or the end of the stream) is ready, waiting up to ``timeout``.
@@ -388,21 +218,21 @@ class Connection:
         """
         timeout = blocking_timeout(timeout)
         fd = self._check("read")
-        if self._unread or self._reader.in_message:
+        if self._unread or self._reader.in_frame:
             return True
         return _fd.block_until(fd, False, _fd.deadline_after(timeout))
 
-    def _recv_blocking(self, maxlength: int | None, deadline: float | None) -> bytes | bytearray:
+    def _recv_blocking(self, maxlength: int | None) -> Any:
+        """The next frame (or an object an ``arecv`` had unpickled when it was cancelled)."""
         fd = self._check("read")
         if self._unread:
-            data, self._reader.oob = self._unread.pop()
-            return data  # type: ignore[no-any-return]
+            return self._unread.pop()[1]
         self._reader.limit = maxlength
         while True:
-            message = self._read(True)
-            if message is not None:
-                return message
-            _fd.block_until(fd, False, deadline)  # an event loop elsewhere made the socket non-blocking
+            frame = self._read(True)
+            if frame is not None:
+                return frame
+            _fd.block_until(fd, False, None)  # an event loop elsewhere made the socket non-blocking
 
     async def arecv_bytes(self, maxlength: int | None = None) -> bytes:
         """Await a message and return it; ``EOFError`` once the peer closed and it is drained.
@@ -411,49 +241,49 @@ class Connection:
         longer than ``maxlength`` is handled as by ``recv_bytes``.
         """
         maxlength = _check_maxlength(maxlength)
-        data = await self._arecv(maxlength)
-        if isinstance(data, bytes):
-            return data
-        oob = self._reader.oob
-        try:  # a big body: copied, and its memory released, off the loop
-            out = await anyio.to_thread.run_sync(_to_bytes, data)
-        except anyio.get_cancelled_exc_class():
-            self._unread.append((data, oob))
-            raise
-        _release(data)
-        return out
+        frame = await self._arecv(maxlength)
+        if not isinstance(frame, Frame):
+            return _message_bytes(frame)
+        if frame.nbytes() < _OFF_LOOP:
+            return _message_bytes(frame)
+        data: bytes = await self._off_loop(frame, _message_bytes)  # copied, memory released, off the loop
+        return data
 
     async def arecv(self) -> Any:
         """Await an object; ``EOFError`` once the peer closed and it is drained.
 
         Big messages are unpickled in a thread. If cancelled, nothing is lost.
         """
-        data = await self._arecv(None)
-        oob = self._reader.oob
-        if len(data) < _serialize.LARGE or oob:  # out-of-band buffers are not copied
-            return _decode(data, oob)
+        frame = await self._arecv(None)
+        if not isinstance(frame, Frame):
+            return frame
+        if frame.nbytes() < _OFF_LOOP and not frame.fds:
+            return _serialize.decode(frame)
+        return await self._off_loop(frame, _serialize.decode)
+
+    async def _off_loop(self, frame: Frame, convert: Callable[[Frame], Any]) -> Any:
+        """``convert(frame)`` in a thread; if cancelled, the next receive gets the result."""
+        done: list[Any] = []
         try:
-            return await anyio.to_thread.run_sync(_decode, data, oob)
+            return await anyio.to_thread.run_sync(_keep, done, convert, frame)
         except anyio.get_cancelled_exc_class():
-            self._unread.append((data, oob))
+            self._unread.append((True, done[0]) if done else (False, frame))
             raise
 
-    async def _arecv(self, maxlength: int | None) -> bytes | bytearray:
+    async def _arecv(self, maxlength: int | None) -> Any:
         self._check("read")
         await anyio.lowlevel.checkpoint()  # yield before anything is taken: a receive loop never starves the loop
         if self._unread:
-            data, self._reader.oob = self._unread.pop()
-            return data  # type: ignore[no-any-return]
-        reader = self._reader
-        reader.limit = maxlength
+            return self._unread.pop()[1]
+        self._reader.limit = maxlength
         while True:
-            message = self._read(False)
-            if message is not None:
-                return message
+            frame = self._read(False)
+            if frame is not None:
+                return frame
             await self._rwait.wait()
             self._check("read")
 
-    def _read(self, block: bool) -> bytes | bytearray | None:
+    def _read(self, block: bool) -> Frame | None:
         try:
             return self._reader.read(block)
         except OSError as error:
@@ -474,97 +304,38 @@ class Connection:
             raise StopAsyncIteration from None
 
 
-def _first(out: deque[memoryview], limit: int) -> list[memoryview]:
-    """The leading views of ``out``, cut to at most ``limit`` bytes in all."""
-    views = []
-    for view in itertools.islice(out, _IOV_MAX):
-        if len(view) >= limit:
-            views.append(view[:limit])
-            break
-        views.append(view)
-        limit -= len(view)
-    return views
+async def _aencode(obj: Any) -> Frame:
+    """Pack ``obj`` into a frame, pickling and copying big buffers off the loop."""
+    if _serialize.likely_large(obj):
+        return await anyio.to_thread.run_sync(lambda: _serialize.pack([_serialize.encode(obj)]))
+    encoded = _serialize.encode(obj)
+    if encoded.big_bytes() >= _OFF_LOOP:
+        await anyio.to_thread.run_sync(encoded.place)
+    return _serialize.pack([encoded])
 
 
-def _encode(obj: Any) -> tuple[list[memoryview], int]:
-    """A message for ``obj``: its pickle, or its pickle and its out-of-band buffers."""
-    buffers: list[pickle.PickleBuffer] = []
-    out = io.BytesIO()
-    reduction.ForkingPickler(out, 5, True, buffers.append).dump(obj)  # positional: 3.11 takes no keywords
-    envelope = out.getbuffer()
-    if not buffers:
-        return [envelope], 0
-    views = [buffer.raw() for buffer in buffers]
-    meta = _COUNT.pack(len(views)) + b"".join(_SIZE.pack(len(view)) for view in views)
-    return [memoryview(meta), memoryview(_SIZE.pack(len(envelope))), envelope, *views], _OOB
+def _keep(box: list[Any], convert: Callable[[Frame], Any], frame: Frame) -> Any:
+    """``convert(frame)``, also kept in ``box``: a cancelled wait for it can still find it."""
+    box.append(convert(frame))
+    return box[0]
 
 
-def _decode(data: Any, oob: bool) -> Any:
-    if not oob:
-        return reduction.ForkingPickler.loads(data)
-    if isinstance(data, bytes):
-        data = bytearray(data)  # arrays rebuilt on its memory must be writable, as after a copy
-    view = memoryview(data)
-    (count,) = _COUNT.unpack_from(view)
-    sizes = [_SIZE.unpack_from(view, 4 + 8 * i)[0] for i in range(count)]
-    at = 4 + 8 * count
-    (envelope_size,) = _SIZE.unpack_from(view, at)
-    at += 8
-    envelope = view[at : at + envelope_size]
-    at += envelope_size
-    buffers = []
-    for size in sizes:
-        buffers.append(view[at : at + size])
-        at += size
-    return pickle.loads(envelope, buffers=buffers)
+def _message_bytes(message: Any) -> bytes:
+    """A received message as bytes (an object's message is its parts, joined)."""
+    if not isinstance(message, Frame):
+        raise TypeError("the message was an object already received by arecv(); use recv()")
+    message.close_fds()
+    parts = message.parts
+    if len(parts) == 1:
+        data: bytes = _frames.to_bytes(parts[0])
+        _frames.release(parts[0])
+        return data
+    return b"".join(bytes(part) for part in parts)
 
 
-class _BigBody(mmap.mmap):
-    """A big message's memory: pages the kernel zero-fills as they are written.
-
-    Backed by a memfd where there is one, so that ``to_bytes`` can have the
-    kernel copy it into a new ``bytes`` object (``pread``) without the GIL; a
-    copy made by Python would hold the GIL, and stall the event loop, for tens of
-    milliseconds at 64 MiB.
-    """
-
-    memfd = -1
-
-    @classmethod
-    def new(cls, size: int) -> _BigBody:
-        if not hasattr(os, "memfd_create"):  # pragma: no cover - non-Linux
-            return cls(-1, size)
-        fd = os.memfd_create("aiomp-message", os.MFD_CLOEXEC)
-        try:
-            os.ftruncate(fd, size)
-            body = cls(fd, size)
-        except BaseException:
-            os.close(fd)
-            raise
-        body.memfd = fd
-        weakref.finalize(body, _close_quietly, fd)
-        return body
-
-
-def _close_quietly(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)
-
-
-def _to_bytes(data: Any) -> bytes:
-    """``bytes(data)``, made off the loop and, for a big body, without the GIL.
-
-    Leaves ``data`` open: a cancelled receive gives it to the next one.
-    """
-    if not isinstance(data, _BigBody):
-        return bytes(data)
-    return bytes(data) if data.memfd < 0 else os.pread(data.memfd, len(data), 0)
-
-
-def _release(data: Any) -> None:
-    """Unmap a big body in a thread: unmapping 64 MiB on the loop would stall it."""
-    if isinstance(data, _BigBody):
-        threading.Thread(target=data.close, name="aiomp-unmap", daemon=True).start()
+def _close(sock: socket.socket, reader: _frames.Reader) -> None:
+    reader.close()
+    _fd.close_socket(sock)
 
 
 def _slice(buf: Buffer, offset: int, size: int | None) -> memoryview:

@@ -45,14 +45,16 @@ from typing_extensions import Self
 from . import _fd, _serialize
 from ._checks import SEM_VALUE_MAX, blocking_timeout, check_block
 from ._exceptions import QueueShutDown
-from .connection import _Reader, _Writer
+from ._frames import Frame, Reader, Writer
+from .connection import _aencode, _keep
 from .synchronize import _CTX, Condition, Lock, Semaphore
 
 __all__ = ["JoinableQueue", "Queue", "SimpleQueue"]
 
-_SHUTDOWN = b""  # the end marker: an item's pickle is never empty
+_SHUTDOWN = Frame([])  # the end marker: an item's frame always has a part
 _BATCH = 256  # messages the feeder writes per turn of the writer lock
 _SEM_MAX = 2**31 - 1  # an unbounded queue's count of free places
+_OFF_LOOP = 1 << 20  # items this big (or with buffers in shared memory) are unpickled in a thread
 _RECHECK = 0.05  # holding the end marker: how often to look whether late puts are still coming
 
 
@@ -66,7 +68,7 @@ class _Feeder:
         self._unwritten = unwritten  # a SemLock counting accepted puts not yet in the pipe
         self._cond = threading.Condition(threading.Lock())
         self._pending: deque[Any] = deque()
-        self._head: _Writer | None = None  # a message the fast path began, writer lock held
+        self._head: Writer | None = None  # a message the fast path began, writer lock held
         self._head_counted = 0
         self._busy = False
         self._thread: threading.Thread | None = None
@@ -82,7 +84,7 @@ class _Feeder:
             if counted:
                 self._unwritten.release()
             if not (self._pending or self._busy or self._head) and self._wlock.acquire(False):
-                writer = _Writer(self._sock)
+                writer = Writer(self._sock)
                 writer.queue(payload)
                 try:
                     done = writer.flush(False)
@@ -115,7 +117,7 @@ class _Feeder:
                     self._cond.wait()
                 writer, self._head = self._head, None
                 if writer is None:
-                    writer = _Writer(sock)
+                    writer = Writer(sock)
                     counted = 0
                     for _ in range(min(len(self._pending), _BATCH)):
                         payload, one = self._pending.popleft()
@@ -195,7 +197,7 @@ class _Queue:
         self._unwritten = unwritten._semlock
         self._maxsize = maxsize or 0
         self._rfd = r.fileno()
-        self._reader = _Reader(r)
+        self._reader = Reader(r, exact=True)  # every consumer reads this socket, in turn
         self._rwait = _fd.SharedWait(self._rfd, blocking=True)  # one waiter: the reader lock's holder
         self._closed = False
         self._close_reader = weakref.finalize(self, _fd.close_socket, r)
@@ -263,7 +265,7 @@ class _Queue:
         self._check_open()
         if self._flag.value:
             raise QueueShutDown
-        data = reduction.ForkingPickler.dumps(obj)
+        data = _serialize.pack([_serialize.encode(obj)])
         sem = self._sem
         if sem is not None:
             if not sem.acquire(block, timeout):
@@ -286,10 +288,7 @@ class _Queue:
         await anyio.lowlevel.checkpoint_if_cancelled()
         if self._flag.value:
             raise QueueShutDown
-        if _serialize.likely_large(obj):
-            data = await anyio.to_thread.run_sync(reduction.ForkingPickler.dumps, obj)
-        else:
-            data = reduction.ForkingPickler.dumps(obj)
+        data = await _aencode(obj)
         sem = self._sem
         if sem is None:
             await anyio.lowlevel.checkpoint()  # a put loop never starves the loop
@@ -340,13 +339,15 @@ class _Queue:
         finally:
             if not handed_over:
                 self._rlock.release()
-        if len(data) < _serialize.LARGE:
+        if data.nbytes() < _OFF_LOOP and not data.fds:
             return self._decode(data)
         self._check_marker(data)
+        done: list[Any] = []
         try:
-            obj = await anyio.to_thread.run_sync(reduction.ForkingPickler.loads, data)
+            obj = await anyio.to_thread.run_sync(_keep, done, _serialize.decode, data)
         except anyio.get_cancelled_exc_class():
-            self._feeder.put(data)  # back at the end of the queue, its place still taken
+            # Back at the end of the queue, its place still taken.
+            self._feeder.put(_serialize.pack([_serialize.encode(done[0])]) if done else data.resend())
             raise
         except BaseException:
             self._free_place()
@@ -401,7 +402,7 @@ class _Queue:
                 _fd.block_until(fd, False, None)  # an event loop made it non-blocking
             return data
         while (data := reader.read(False)) is None:
-            if reader.in_message:
+            if reader.in_frame:
                 _fd.block_until(fd, False, None)  # finish what has begun
             elif not _fd.block_until(fd, False, until):
                 return None
@@ -439,7 +440,7 @@ class _Queue:
     async def _aread(self, until: float | None, handed_over: list[bool]) -> Any:
         reader = self._reader
         while (data := reader.read(False)) is None:
-            if reader.in_message:
+            if reader.in_frame:
                 try:
                     await self._rwait.wait()
                 except BaseException:
@@ -462,7 +463,7 @@ class _Queue:
             try:
                 while (data := reader.read(True)) is None:
                     _fd.block_until(rfd, False, None)
-                feeder.put(data)
+                feeder.put(data.resend())
             finally:
                 rlock.release()
 
@@ -477,7 +478,7 @@ class _Queue:
     def _decode(self, data: Any) -> Any:
         self._check_marker(data)
         try:
-            return reduction.ForkingPickler.loads(data)
+            return _serialize.decode(data)
         finally:
             self._free_place()
 
@@ -489,7 +490,7 @@ class _Queue:
     def empty(self) -> bool:
         """True if no item is waiting in the pipe (a snapshot, as in the standard library)."""
         self._check_open()
-        return not (self._reader.in_message or _fd.block_until(self._rfd, False, _fd.deadline_after(0)))
+        return not (self._reader.in_frame or _fd.block_until(self._rfd, False, _fd.deadline_after(0)))
 
     def __aiter__(self) -> Self:
         return self

@@ -180,6 +180,15 @@ def _warm_helpers() -> None:
         anyio.run(anyio.sleep, 0, backend="asyncio", backend_options={"loop_factory": uvloop.new_event_loop})
 
 
+def _release_buffers() -> None:
+    """Let go of this process's cache of free shared-memory segments, and wait until the
+    releases already queued are done: what is left is held by a live object or leaked."""
+    from aiomp import _shm
+
+    _shm.forget_cache()
+    assert _shm.settle(10), "the shared-memory reaper did not finish its releases"
+
+
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     before_fds = _fds()
@@ -198,6 +207,7 @@ def no_leaks() -> Iterator[None]:
         with contextlib.suppress(psutil.Error):
             psutil.Process(pid).kill()
     assert not leaked_children, f"child processes left running: {leaked_children}"
+    _release_buffers()
     after = _fds()
     if (
         any(before_fds.get(fd) != target for fd, target in after.items())
@@ -208,6 +218,7 @@ def no_leaks() -> Iterator[None]:
         # primitive it waited on, and so its descriptors and semaphores, alive until the
         # collector runs. A full collection costs ~30 ms: only when it may help.
         gc.collect()
+        _release_buffers()
         after = _fds()
     leaked = {fd: target for fd, target in after.items() if before_fds.get(fd) != target}
     # The shared heap may grow a new arena (a memory file) for start markers.
