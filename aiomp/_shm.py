@@ -40,10 +40,12 @@ from typing import Any
 
 __all__ = ["THRESHOLD", "Placed", "Received", "place", "reaper_put"]
 
-# Buffers of at least this many bytes go through shared memory. Below it a copy
-# into the socket and one out of it are cheaper than a segment's round of
-# system calls (pwrite, passing the descriptor, mmap, munmap); see docs/design.md.
-THRESHOLD = 256 << 10
+# Buffers of at least this many bytes go through shared memory. Below it, a copy
+# into the socket and one out of it cost less than a segment's round of system
+# calls and the reaper's wake-up: measured with a Pipe echo of a NumPy array
+# (forkserver, 2 cores): 512 KiB took 0.46 ms through the socket and 0.82 ms
+# through a segment; 1 MiB 1.9 ms and 1.0 ms; 4 MiB 5.9 ms and 2.5 ms.
+THRESHOLD = 1 << 20
 
 _PAGE = mmap.PAGESIZE
 _ALIGN = 64  # every buffer starts on a cache line (NumPy wants at least 16)
@@ -115,7 +117,9 @@ class _Cache:
             for segment in self.segments:
                 if segment.busy():
                     continue
-                if need <= segment.capacity <= 4 * need and (best is None or segment.capacity < best.capacity):
+                if need <= segment.capacity <= max(4 * need, _MIN_SEGMENT) and (
+                    best is None or segment.capacity < best.capacity
+                ):
                     best = segment
             if best is None:
                 best = _Segment(_size_class(need))
@@ -220,7 +224,8 @@ class Received:
         if fd < 0:
             raise RuntimeError("segment already mapped")
         try:
-            size = os.fstat(fd).st_size
+            # Map only as far as the buffers go: the segment may be a bigger one reused.
+            size = _round_up(max((offset + size for offset, size in layout), default=_PAGE), _PAGE)
             flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
             mapping = _Mapping(fd, size, flags=flags)
         except BaseException:
@@ -341,7 +346,10 @@ def settle(timeout: float) -> bool:
     return done.wait(timeout)
 
 
-def forget_cache() -> None:
-    """Drop this process's free segments (their memory is freed by the reaper)."""
+def forget_cache(busy_too: bool = False) -> None:
+    """Drop this process's free segments, or all of them (the reaper closes them).
+
+    Forgetting a busy one is safe: a receiver that still maps it keeps its memory.
+    """
     with _cache.lock:
-        _cache.segments = [segment for segment in _cache.segments if segment.busy()]
+        _cache.segments = [] if busy_too else [segment for segment in _cache.segments if segment.busy()]
