@@ -242,9 +242,29 @@ class Reader:
     (``EPIPE``) if the stream ends inside a frame, or (``EMSGSIZE``) if a frame's
     body is longer than ``limit``. An *exact* reader reads no byte past the frame
     it is reading, so that processes may take turns on one socket.
+
+    Offsets in the stream: ``received`` counts the bytes taken from the socket so
+    far, ``consumed`` those handed out as frames (header included); the bytes in
+    between wait in the reader. ``read(upto=offset)`` takes no byte at or past
+    ``offset`` from the socket, even a greedy reader: with ``upto`` set to
+    ``received`` plus the socket's unread bytes, a reader catches up with what
+    was written until now without following a writer that goes on writing.
     """
 
-    __slots__ = ("_body", "_buf", "_fds", "_filled", "_head", "_pos", "exact", "fd", "limit", "sock")
+    __slots__ = (
+        "_body",
+        "_buf",
+        "_fds",
+        "_filled",
+        "_head",
+        "_pos",
+        "consumed",
+        "exact",
+        "fd",
+        "limit",
+        "received",
+        "sock",
+    )
 
     def __init__(self, sock: socket.socket, exact: bool) -> None:
         self.sock = sock
@@ -257,6 +277,8 @@ class Reader:
         self._body: Any = None  # a big frame's own buffer while it is read into
         self._filled = 0
         self._fds: deque[int] = deque()  # arrived, not yet claimed by a frame
+        self.received = 0  # stream bytes taken from the socket
+        self.consumed = 0  # stream bytes handed out as frames
 
     @property
     def in_frame(self) -> bool:
@@ -273,17 +295,21 @@ class Reader:
             with contextlib.suppress(OSError):
                 os.close(self._fds.popleft())
 
-    def read(self, block: bool = False) -> Frame | None:
-        """The next whole frame, or None if it has not all arrived yet."""
+    def read(self, block: bool = False, upto: int | None = None) -> Frame | None:
+        """The next whole frame, or None if it has not all arrived yet.
+
+        With ``upto`` (a stream offset), no byte at or past it is taken from the
+        socket: None also if the frame needs one.
+        """
         flags = 0 if block else _DONTWAIT
         while True:
             if self._body is not None:
-                return self._read_body(flags, block)
+                return self._read_body(flags, block, upto)
             have = len(self._buf) - self._pos
             head = self._head
             if head is None:
                 if have < _HEADER.size:
-                    if not self._fill(_HEADER.size - have, flags):
+                    if not self._fill(_HEADER.size - have, flags, upto):
                         return None
                     continue
                 head = self._head = _HEADER.unpack_from(self._buf, self._pos)
@@ -306,12 +332,16 @@ class Reader:
             if body > _DIRECT:
                 self._begin_body(body, have)
                 continue
-            if not self._fill(body - have, flags):
+            if not self._fill(body - have, flags, upto):
                 return None
 
-    def _fill(self, missing: int, flags: int) -> bool:
-        """Read at least one byte more into the buffer; False if none is there."""
+    def _fill(self, missing: int, flags: int, upto: int | None) -> bool:
+        """Read at least one byte more into the buffer; False if none is there (or may be)."""
         size = missing if self.exact else max(missing, _READ_AHEAD)
+        if upto is not None:
+            size = min(size, upto - self.received)
+            if size <= 0:
+                return False
         data = self._recv(size, flags)
         if data is None:
             return False
@@ -333,6 +363,7 @@ class Reader:
             if self.in_frame:
                 raise OSError(errno.EPIPE, "got end of file during message")
             raise EOFError
+        self.received += len(data)
         return data
 
     def _take_fds(self, ancillary: list[tuple[int, int, bytes]], msg_flags: int) -> None:
@@ -352,16 +383,19 @@ class Reader:
         del self._buf[:]
         self._pos = 0
 
-    def _read_body(self, flags: int, block: bool) -> Frame | None:
+    def _read_body(self, flags: int, block: bool, upto: int | None) -> Frame | None:
         view = memoryview(self._body)
         budget = SLICE
         try:
             while self._filled < len(view):
                 if not block and budget <= 0:
                     return None  # the loop runs other tasks between slices of a big frame
+                size = SLICE if upto is None else min(SLICE, upto - self.received)
+                if size <= 0:
+                    return None
                 try:
                     n, ancillary, msg_flags, _ = self.sock.recvmsg_into(
-                        [view[self._filled : self._filled + SLICE]], _ANCILLARY, flags
+                        [view[self._filled : self._filled + size]], _ANCILLARY, flags
                     )
                 except BlockingIOError:
                     return None
@@ -371,6 +405,7 @@ class Reader:
                 if n == 0:
                     raise OSError(errno.EPIPE, "got end of file during message")
                 self._filled += n
+                self.received += n
                 budget -= n
         finally:
             view.release()
@@ -379,8 +414,9 @@ class Reader:
 
     def _frame(self, body: memoryview, copy: bool) -> Frame:
         assert self._head is not None
-        count, nfds, _ = self._head
+        count, nfds, body_size = self._head
         self._head = None
+        self.consumed += _HEADER.size + body_size
         sizes = struct.unpack_from(f"!{count}Q", body)
         at = 8 * count
         parts: list[Buffer] = []
