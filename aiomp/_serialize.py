@@ -416,12 +416,12 @@ _CONTAINERS = frozenset({list, tuple, set, frozenset, dict})
 
 
 def likely_large(obj: object, depth: int = 2) -> bool:
-    """A cheap guess whether pickling ``obj`` would take long enough to stall a loop.
+    """A cheap guess whether sending ``obj`` would take long enough to stall a loop.
 
-    Looks at sizes, not contents: big ``bytes``/``str`` and big containers, a
-    couple of levels deep. Out-of-band buffers (NumPy arrays, bytearrays) cost
-    nothing to pickle, so they do not count. This runs on every call: keep it to
-    a few type checks for the usual small arguments.
+    Looks at sizes, not contents, a couple of levels deep: big ``bytes``/``str``,
+    big containers, and buffers big enough for shared memory (a NumPy array, a
+    bytearray, a memoryview), which cost a copy into the segment. This runs on
+    every call: keep it to a few type checks for the usual small arguments.
     """
     kind = type(obj)
     if kind in _SCALARS:
@@ -437,6 +437,11 @@ def likely_large(obj: object, depth: int = 2) -> bool:
             for item in items:
                 if type(item) not in _SCALARS and likely_large(item, depth - 1):
                     return True
+        return False
+    if kind is bytearray:
+        return len(obj) >= LARGE  # type: ignore[arg-type]
+    if kind is memoryview or hasattr(obj, "__array_interface__"):
+        return bool(getattr(obj, "nbytes", 0) >= LARGE)
     return False
 
 
