@@ -256,22 +256,32 @@ class Pool:
         forward_logs: bool = True,
         child_loop: str | None = None,
     ) -> None:
-        local = {
-            "processes": processes,
-            "initializer": initializer,
-            "initargs": initargs,
-            "maxtasksperchild": maxtasksperchild,
-            "context": context,
-            "child_concurrency": child_concurrency,
-            "worker_niceness": worker_niceness,
-            "forward_logs": forward_logs,
-            "child_loop": child_loop,
-        }
         if backend is None:
-            backend = LocalBackend(**local)  # type: ignore[arg-type]
+            backend = LocalBackend(
+                processes,
+                initializer=initializer,
+                initargs=initargs,
+                maxtasksperchild=maxtasksperchild,
+                context=context,
+                child_concurrency=child_concurrency,
+                worker_niceness=worker_niceness,
+                forward_logs=forward_logs,
+                child_loop=child_loop,
+            )
         elif not isinstance(backend, Backend):
             raise TypeError(f"backend must be an aiomp backend or None, not {type(backend).__name__}")
         else:
+            local = {
+                "processes": processes,
+                "initializer": initializer,
+                "initargs": initargs,
+                "maxtasksperchild": maxtasksperchild,
+                "context": context,
+                "child_concurrency": child_concurrency,
+                "worker_niceness": worker_niceness,
+                "forward_logs": forward_logs,
+                "child_loop": child_loop,
+            }
             options = _options_for(backend, local)
             if options:
                 backend.configure(**options)

@@ -162,8 +162,9 @@ class Backend(abc.ABC):
     def configure(self, **options: Any) -> None:
         """Take the options of ``supported_options`` that the caller of ``Pool`` set.
 
-        Called once, before ``start``, and only with options that differ from their
-        defaults. A backend that lists options must override this.
+        Called by ``Pool.__init__``, before ``start``, only if the caller set some: with
+        each option whose value differs from its default, as the caller gave it. A
+        backend that lists options must override this and check their values.
         """
         if options:
             raise NotImplementedError(f"{type(self).__name__} lists supported_options but does not configure them")
