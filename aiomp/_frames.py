@@ -202,7 +202,10 @@ class Writer:
                 room -= chunk.view.nbytes
             ancillary = [] if not head.fds else [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", head.fds))]
             try:
-                n = self.sock.sendmsg(views, ancillary, flags)
+                if ancillary or not block:
+                    n = self.sock.sendmsg(views, ancillary, flags)
+                else:
+                    n = os.writev(self.fd, views)  # the same, a little cheaper
             except BlockingIOError:
                 return False
             if head.fds:

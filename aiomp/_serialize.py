@@ -248,6 +248,10 @@ class Encoded:
         """Bytes still to copy into shared memory (``place``)."""
         return 0 if self.placed is not None else sum(view.nbytes for view in self.big)
 
+    def has_segment(self) -> bool:
+        """Whether the object's big buffers travel in a shared-memory segment."""
+        return self.placed is not None or bool(self.big)
+
     def place(self) -> None:
         """Copy the big buffers into a shared-memory segment (may run in any thread)."""
         if self.big and self.placed is None:

@@ -22,7 +22,6 @@ import contextlib
 import functools
 import itertools
 import os
-import pickle
 import signal
 import sys
 import time
@@ -32,9 +31,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, MutableSequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _lifeline, _loops, _wire
-from ._serialize import dump_error, dumps, loads
-from ._wire import Buffer, FrameReader
+from . import _frames, _lifeline, _loops, _serialize, _wire
+from ._serialize import Packed, dump_error, loads
 
 if TYPE_CHECKING:
     import asyncio
@@ -49,7 +47,7 @@ __all__ = ["forget_wakeup_fd", "worker_main"]
 _POLL_INTERVAL = 0.001
 _FUNCTION_CACHE_SIZE = 64
 
-Task = tuple[int, bytes, bytes, list[Buffer], int, bool]
+Task = tuple[int, bytes, Packed, int, bool]  # index, function, payload, mode, is_async
 
 
 class _ParentGone(Exception):
@@ -59,15 +57,16 @@ class _ParentGone(Exception):
 class _Worker:
     def __init__(
         self,
-        fd: int,
+        sock: Any,
         marker: MutableSequence[int],
         slot: int,
         maxtasks: int | None,
         concurrency: int,
         child_loop: _loops.Loop = ("asyncio", {}),
     ) -> None:
-        self.fd = fd
-        self.reader = FrameReader(fd)
+        self.fd = sock.fileno()
+        self.reader = _frames.Reader(sock, exact=False)
+        self.writer = _frames.Writer(sock)
         self.markers = _wire.Markers(marker, slot)
         self.left = maxtasks
         self.concurrency = concurrency
@@ -91,30 +90,37 @@ class _Worker:
     def serve(self) -> None:
         while not (self.left == 0 or self.out_of_memory or (self.stopping and not self.queue)):
             if not self.queue:
-                self.accept(self.reader.read_blocking())
+                frame = self.reader.read_blocking()
+                assert frame is not None  # no deadline
+                self.accept([frame, *self.read_more()])
                 continue
             if time.monotonic() - self.last_read > _POLL_INTERVAL:
-                self.accept(self.reader.read())
+                self.accept(self.read_more())
                 continue
-            if self.queue[0][5]:
+            if self.queue[0][4]:
                 self.on_loop(self.serve_async)
                 if self.gone:
                     raise _ParentGone
             else:
                 self.run(self.queue.popleft())
 
-    def accept(self, frames: list[list[Buffer]]) -> None:
+    def read_more(self) -> list[_frames.Frame]:
+        """The frames that are whole in the socket now."""
+        frames = []
+        while (frame := self.reader.read()) is not None:
+            frames.append(frame)
+        return frames
+
+    def accept(self, frames: list[_frames.Frame]) -> None:
         """Take in messages from the parent."""
         self.last_read = time.monotonic()
         for frame in frames:
-            message = pickle.loads(frame[0])
+            objects = _serialize.unpack(frame)
+            message = objects[0].load()
             kind = message[0]
             if kind == _wire.TASKS:
-                buffers = frame[1:]
-                at = 0
-                for index, func, payload, nbuf, mode, is_async in message[1]:
-                    self.queue.append((index, func, payload, buffers[at : at + nbuf], mode, is_async))
-                    at += nbuf
+                for (index, func, mode, is_async), payload in zip(message[1], objects[1:], strict=True):
+                    self.queue.append((index, func, payload, mode, is_async))
             elif kind == _wire.CANCEL:
                 self.cancel(message[1])
             elif kind == _wire.STOP:
@@ -136,17 +142,17 @@ class _Worker:
         """Acknowledge a cancelled task instead of running it."""
         self.cancelled.discard(index)
         self.markers.finish(index)
-        self.send(index, _wire.CANCELLED, b"", [], 0.0)
+        self.send(index, _wire.CANCELLED, None, 0.0)
 
     def run(self, task: Task) -> None:
-        index, func_data, payload, buffers, mode, _ = task
+        index, func_data, payload, mode, _ = task
         if index in self.cancelled or not self.markers.start(index):
             self.skip(index)
             return
         start = time.perf_counter()
         try:
             func = self.function(func_data)
-            value = _call(func, loads(payload, buffers), mode)
+            value = _call(func, payload.load(), mode)
             if isinstance(value, types.CoroutineType):
                 value = self.on_loop(functools.partial(_await, value))
         except MemoryError as error:
@@ -174,21 +180,20 @@ class _Worker:
     # -- results ---------------------------------------------------------------
 
     def send_value(self, index: int, value: object, seconds: float) -> None:
-        buffers: list[pickle.PickleBuffer] = []
         try:
-            data = dumps(value, buffers)
+            data = _serialize.encode(value)
         except MemoryError as error:
-            del value, buffers
+            del value
             self.send_out_of_memory(index, error, seconds)
             return
         except Exception as error:
             _note(error, "aiomp: the task's result could not be pickled")
             self.send_error(index, error, seconds)
             return
-        self.send(index, _wire.OK, data, buffers, seconds)
+        self.send(index, _wire.OK, data, seconds)
 
     def send_error(self, index: int, error: BaseException, seconds: float) -> None:
-        self.send(index, _wire.ERROR, dump_error(error), [], seconds)
+        self.send(index, _wire.ERROR, _serialize.encode(dump_error(error)), seconds)
 
     def send_out_of_memory(self, index: int, error: MemoryError, seconds: float) -> None:
         """Report a task that ran out of memory, then retire.
@@ -200,11 +205,13 @@ class _Worker:
         if error.__traceback__ is not None:
             traceback.clear_frames(error.__traceback__)  # let go of the task's locals first
         self.out_of_memory = True
-        self.send(index, _wire.OUT_OF_MEMORY, dump_error(error), [], seconds)
+        self.send(index, _wire.OUT_OF_MEMORY, _serialize.encode(dump_error(error)), seconds)
 
-    def send(self, index: int, status: int, data: bytes, buffers: list[pickle.PickleBuffer], seconds: float) -> None:
-        head = pickle.dumps((_wire.RESULT, index, status, data, len(buffers), seconds), 5)
-        _wire.write_frame_blocking(self.fd, [head, *(b.raw() for b in buffers)])
+    def send(self, index: int, status: int, value: _serialize.Encoded | None, seconds: float) -> None:
+        """Send a result: the task's value (or error), or nothing for a cancelled task."""
+        values = () if value is None else (value,)
+        self.writer.queue(_wire.message((_wire.RESULT, index, status, seconds), *values))
+        self.writer.flush_blocking()
 
     # -- the async mode ----------------------------------------------------------
     #
@@ -232,10 +239,10 @@ class _Worker:
                 while not (self.gone or self.out_of_memory):
                     while self.queue and not (self.gone or self.out_of_memory):
                         task = self.queue[0]
-                        if not task[5] and not self.running:
+                        if not task[4] and not self.running:
                             return  # only plain tasks left: back to the plain loop
                         self.queue.popleft()
-                        if task[5]:
+                        if task[4]:
                             self.start(task, tg)
                         else:
                             self.run(task)
@@ -255,7 +262,7 @@ class _Worker:
             while True:
                 await anyio.wait_readable(self.fd)
                 try:
-                    self.accept(self.reader.read())
+                    self.accept(self.read_more())
                 except EOFError:
                     self.gone = True
                     return
@@ -297,7 +304,7 @@ class _Worker:
             self.wake_up()
         if outcome is None:  # its own scope was cancelled: the parent cancelled it
             if not self.out_of_memory:  # else it was running: it fails as the worker exits
-                self.send(index, _wire.CANCELLED, b"", [], 0.0)
+                self.send(index, _wire.CANCELLED, None, 0.0)
             return
         ok, value, seconds = outcome
         if ok:
@@ -313,10 +320,10 @@ class _Worker:
     async def run_async(self, task: Task) -> tuple[object, float]:
         import anyio
 
-        _, func_data, payload, buffers, mode, _ = task
+        _, func_data, payload, mode, _ = task
         start = time.perf_counter()
         func = self.function(func_data)
-        args = loads(payload, buffers)
+        args = payload.load()
         if mode == _wire.APPLY:
             value: object = await self.limited(func(*args[0], **args[1]))
             return value, time.perf_counter() - start
@@ -409,18 +416,19 @@ def worker_main(
         from ._logs import install
 
         install(logs)  # before the initializer, whose records count too
-    fd = conn.fileno()
-    os.set_blocking(fd, False)
+    conn.setblocking(False)
+    writer = _frames.Writer(conn)
     if init is not None:
         try:
             func_data, initargs = loads(init) if isinstance(init, bytes) else init
             loads(func_data)(*initargs)
         except BaseException as error:
-            head = pickle.dumps((_wire.INIT_FAILED, dump_error(error)), 5)
-            _wire.write_frame_blocking(fd, [head])
+            writer.queue(_wire.message((_wire.INIT_FAILED,), _serialize.encode(dump_error(error))))
+            writer.flush_blocking()
             sys.exit(1)
-    _wire.write_frame_blocking(fd, [pickle.dumps((_wire.READY, os.getpid()), 5)])
-    worker = _Worker(fd, marker, slot, maxtasks, concurrency, child_loop)
+    writer.queue(_wire.message((_wire.READY, os.getpid())))
+    writer.flush_blocking()
+    worker = _Worker(conn, marker, slot, maxtasks, concurrency, child_loop)
     try:
         worker.serve()
     except (_ParentGone, EOFError, BrokenPipeError, ConnectionResetError):

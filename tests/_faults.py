@@ -137,8 +137,11 @@ def _bytes_written() -> int:
     raise RuntimeError("no wchar in /proc/self/io")
 
 
-def die_while_sending(note_path: str, size: int, after: int) -> bytes:
-    """Return ``size`` bytes, and SIGKILL this worker once ``after`` bytes of them are on the socket.
+def die_while_sending(note_path: str, size: int, after: int) -> str:
+    """Return ``size`` characters, and SIGKILL this worker once ``after`` bytes of them are on the socket.
+
+    A ``str``: it is pickled in band, so it goes through the socket (big buffers such
+    as ``bytes`` would go through shared memory, written before the frame is sent).
 
     A thread watches the process's write counter: the kill lands in the middle of
     writing the result frame, not while it is being built. The number of bytes
@@ -155,7 +158,7 @@ def die_while_sending(note_path: str, size: int, after: int) -> bytes:
         die()
 
     threading.Thread(target=watch, daemon=True).start()
-    return bytes(size)
+    return "\0" * size
 
 
 def exhaust_memory(parent_pid: int, headroom: int) -> int:

@@ -31,9 +31,8 @@ import enum
 import functools
 import multiprocessing
 import multiprocessing.context
-import os
-import pickle
 import signal
+import socket
 import sys
 import types
 from collections import deque
@@ -43,7 +42,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from .. import _fd, _lifeline, _logs, _loops, _serialize, _wire
+from .. import _fd, _frames, _lifeline, _logs, _loops, _serialize, _wire
 from .._checks import context as _context
 from .._checks import positive_int as _positive_int
 from .._exceptions import BrokenPoolError, PoolClosedError, WorkerDiedError
@@ -93,7 +92,7 @@ class _Worker:
         self,
         slot: int,
         process: multiprocessing.process.BaseProcess,
-        conn: Any,
+        sock: socket.socket,
         markers: _wire.Markers,
         logs: _logs.Receiver | None,
     ) -> None:
@@ -101,10 +100,11 @@ class _Worker:
         self.logs = logs
         self.markers = markers
         self.process = process
-        self.conn = conn
-        self.fd: int = conn.fileno()
-        os.set_blocking(self.fd, False)  # this side only ever reads and writes when ready
-        self.reader = _wire.FrameReader(self.fd)
+        self.sock = sock
+        self.fd: int = sock.fileno()
+        sock.setblocking(False)  # this side only ever reads and writes when ready
+        self.reader = _frames.Reader(sock, exact=False)
+        self.writer = _frames.Writer(sock)
         # Sent (or about to be sent) and not finished, in the order handed over.
         self.outstanding: dict[int, Task] = {}
         self.next_index = 1
@@ -113,7 +113,6 @@ class _Worker:
         self.stop = False
         self.stop_sent = False
         self.levels_due = False
-        self.chunks: list[memoryview] = []
         self.wake = anyio.Event()
         self.ready = False
         self.started = False
@@ -136,7 +135,13 @@ class _Worker:
     def has_output(self) -> bool:
         if self.dead:
             return False
-        return bool(self.chunks or self.outbox or self.cancels or self.levels_due or (self.stop and not self.stop_sent))
+        return bool(
+            self.writer.pending()
+            or self.outbox
+            or self.cancels
+            or self.levels_due
+            or (self.stop and not self.stop_sent)
+        )
 
 
 class LocalBackend(Backend):
@@ -380,7 +385,7 @@ class LocalBackend(Backend):
                 if best.quota == 0:
                     workers.remove(best)
         for worker, was_idle in touched:
-            if was_idle and worker.started and not worker.chunks:
+            if was_idle and worker.started and not worker.writer.pending():
                 # Nothing for this worker to batch with: send now, saving the
                 # writer's wake-up on the round trip of a lone call.
                 self._write(worker)
@@ -399,7 +404,7 @@ class LocalBackend(Backend):
     async def _start_worker(self, slot: int) -> None:
         if self._state is _State.TERMINATE:
             return  # a replacement scheduled just before terminate()
-        parent_end, child_end = self._ctx.Pipe(duplex=True)
+        parent_end, child_end = socket.socketpair()
         self._check_levels()
         levels = self._levels.levels if self._levels is not None else None
         logs = _logs.Receiver() if levels is not None else None
@@ -461,14 +466,15 @@ class LocalBackend(Backend):
             if worker.logs is not None:
                 await worker.logs.drain()
             with contextlib.suppress(EOFError, OSError):
-                self._handle(worker, worker.reader.read())
+                self._handle(worker, _read_all(worker.reader))
             exitcode = await _reap(worker.process)
         finally:
             if worker.logs is not None:
                 worker.logs.close()  # on cancellation: what is here still counts
             self._buried(worker, exitcode)
             _fd.forget(worker.fd)
-            worker.conn.close()
+            worker.reader.close()
+            worker.sock.close()
             if worker.process.exitcode is None:  # only if this task was cancelled early
                 worker.process.kill()
                 worker.process.join(1)
@@ -482,7 +488,7 @@ class LocalBackend(Backend):
     def _readable(self, worker: _Worker) -> bool:
         """Handle what the worker sent; False once its socket is closed."""
         try:
-            frames = worker.reader.read()
+            frames = _read_all(worker.reader)
         except (EOFError, OSError):
             worker.dead = True
             return False  # the sentinel will say how the process ended
@@ -493,22 +499,23 @@ class LocalBackend(Backend):
             self._handle(worker, frames)
         return True
 
-    def _handle(self, worker: _Worker, frames: list[list[_wire.Buffer]]) -> None:
+    def _handle(self, worker: _Worker, frames: list[_frames.Frame]) -> None:
         for frame in frames:
-            message = pickle.loads(frame[0])
-            kind = message[0]
+            objects = _serialize.unpack(frame)
+            control = objects[0].load()
+            kind = control[0]
             if kind == _wire.RESULT:
-                self._result(worker, message, frame[1:])
+                self._result(worker, control, objects[1] if len(objects) > 1 else None)
             elif kind == _wire.READY:
                 worker.ready = True
                 self._startup_failures = 0
             elif kind == _wire.INIT_FAILED:
-                worker.init_error = _serialize.load_error(message[1])
+                worker.init_error = _serialize.load_error(objects[1].load())
         self._dispatch()
         self._check_idle()
 
-    def _result(self, worker: _Worker, message: tuple[Any, ...], buffers: list[_wire.Buffer]) -> None:
-        index, status, seconds = message[1], message[2], message[5]
+    def _result(self, worker: _Worker, control: tuple[Any, ...], value: _serialize.Packed | None) -> None:
+        _, index, status, seconds = control
         if status == _wire.OUT_OF_MEMORY:
             worker.dead = True  # it exits next: hand it nothing more
         task = worker.outstanding.pop(index, None)
@@ -525,17 +532,18 @@ class LocalBackend(Backend):
         if task.cancelled:
             return
         task.cancelled = True  # delivered: nothing may touch it again
-        if status == _wire.OK and len(message[3]) >= _serialize.LARGE:
-            # Unpickling this much on the loop would stall it.
+        assert value is not None  # only a cancelled task's result has none
+        if status == _wire.OK and (value.nbytes() >= _serialize.LARGE or value.segment is not None):
+            # Unpickling this much, or mapping a shared segment, on the loop would stall it.
             self._loading += 1
             assert self._tg is not None
-            self._tg.start_soon(self._load_in_thread, task, message, buffers)
+            self._tg.start_soon(self._load_in_thread, task, status, value)
         else:
-            task.done(*_load_result(message, buffers))
+            task.done(*_load_result(status, value))
 
-    async def _load_in_thread(self, task: Task, message: tuple[Any, ...], buffers: list[_wire.Buffer]) -> None:
+    async def _load_in_thread(self, task: Task, status: int, value: _serialize.Packed) -> None:
         try:
-            task.done(*await anyio.to_thread.run_sync(_load_result, message, buffers))
+            task.done(*await anyio.to_thread.run_sync(_load_result, status, value))
         finally:
             self._loading -= 1
             self._check_idle()
@@ -550,43 +558,48 @@ class LocalBackend(Backend):
                 await _fd.wait_writable(worker.fd)
 
     def _write(self, worker: _Worker) -> bool:
-        """Write what the socket takes now; False when it is full."""
-        if not worker.chunks:
-            worker.chunks = self._encode(worker)
+        """Write what the socket takes now; False when it is full (or a slice went out)."""
+        writer = worker.writer
         try:
-            while worker.chunks:
-                _wire.write_some(worker.fd, worker.chunks)
-                if not worker.chunks:
-                    worker.chunks = self._encode(worker)
-        except BlockingIOError:
-            return False
+            while writer.pending() or self._encode(worker):
+                if not writer.flush(False):
+                    return False
         except OSError:
             # The process is ending: its sentinel settles its tasks.
             worker.dead = True
-            worker.chunks = []
         return True
 
-    def _encode(self, worker: _Worker) -> list[memoryview]:
-        parts: list[_wire.Buffer] = []
+    def _encode(self, worker: _Worker) -> bool:
+        """Queue the worker's due messages on its writer; False if none was due."""
+        writer = worker.writer
+        queued = False
         if worker.levels_due and self._levels is not None:
             worker.levels_due = False
-            parts += _wire.encode_frame([pickle.dumps((_wire.LEVELS, self._levels.levels), 5)])
+            writer.queue(_wire.message((_wire.LEVELS, self._levels.levels)))
+            queued = True
         if worker.cancels:
-            parts += _wire.encode_frame([pickle.dumps((_wire.CANCEL, worker.cancels), 5)])
+            writer.queue(_wire.message((_wire.CANCEL, worker.cancels)))
             worker.cancels = []
-        if worker.outbox:
-            records = []
-            buffers: list[_wire.Buffer] = []
-            for task in worker.outbox:
-                func, payload, raw = task.encoded
-                records.append((task.index, func, payload, len(raw), _WIRE_MODES[task.kind], task.is_async))
-                buffers += raw
-            worker.outbox = []
-            parts += _wire.encode_frame([pickle.dumps((_wire.TASKS, records), 5), *buffers])
+            queued = True
+        outbox, worker.outbox = worker.outbox, []
+        start = 0
+        while start < len(outbox):
+            # A frame carries a bounded number of descriptors (shared-memory segments).
+            end, segments = start, 0
+            while end < len(outbox):
+                segments += outbox[end].encoded[1].has_segment()
+                if segments > _frames.MAX_FDS and end > start:
+                    break
+                end += 1
+            batch, start = outbox[start:end], end
+            records = [(t.index, t.encoded[0], _WIRE_MODES[t.kind], t.is_async) for t in batch]
+            writer.queue(_wire.message((_wire.TASKS, records), *(t.encoded[1] for t in batch)))
+            queued = True
         if worker.stop and not worker.stop_sent:
             worker.stop_sent = True
-            parts += _wire.encode_frame([pickle.dumps((_wire.STOP,), 5)])
-        return _wire.as_chunks(parts)
+            writer.queue(_wire.message((_wire.STOP,)))
+            queued = True
+        return queued
 
     def _buried(self, worker: _Worker, exitcode: int | None, start_error: BaseException | None = None) -> None:
         """Settle a worker that has exited: fail, requeue, replace."""
@@ -670,19 +683,20 @@ class LocalBackend(Backend):
 _WIRE_MODES = {CallKind.APPLY: _wire.APPLY, CallKind.MAP: _wire.MAP, CallKind.STARMAP: _wire.STARMAP}
 
 
-def encode_task(task: Task, func: bytes | None = None) -> tuple[bytes, bytes, list[memoryview]]:
-    """A task as the worker receives it: the pickled function, the pickled payload, and
-    the payload's out-of-band buffers (raw, written to the socket as they lie in memory).
+def encode_task(task: Task, func: bytes | None = None) -> tuple[bytes, _serialize.Encoded]:
+    """A task as the worker receives it: the pickled function and the encoded payload.
 
     The function goes by reference where a worker can import it, by value (cloudpickle)
     otherwise (``_serialize.dump_function``); ``func`` is its pickle if known already.
-    This and ``LocalBackend._encode`` (the frames) are the whole encoding of a task.
+    The payload's big buffers are copied into shared memory here, so this runs in a
+    thread when they are big (``Backend.prepare_in_thread``). This and
+    ``LocalBackend._encode`` (the messages) are the whole encoding of a task.
     """
     if func is None:
         func = _serialize.dump_function(task.func)
-    buffers: list[pickle.PickleBuffer] = []
-    payload = _serialize.dumps(task.payload, buffers)
-    return func, payload, [buffer.raw() for buffer in buffers]
+    payload = _serialize.encode(task.payload)
+    payload.place()
+    return func, payload
 
 
 def _dump_initializer(initializer: Callable[..., object] | None, initargs: tuple[Any, ...]) -> object:
@@ -745,25 +759,39 @@ def _start(process: multiprocessing.process.BaseProcess, started: Callable[[], N
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _load_result(message: tuple[Any, ...], buffers: list[_wire.Buffer]) -> tuple[bool, Any]:
-    """Unpickle a result message: ``(True, value)`` or ``(False, exception)``."""
-    _, _, status, data, nbuf, _ = message
+def _load_result(status: int, value: _serialize.Packed) -> tuple[bool, Any]:
+    """Unpickle a result: ``(True, value)`` or ``(False, exception)``."""
     try:
         if status == _wire.ERROR:
-            return False, _serialize.load_error(data)
+            return False, _serialize.load_error(value.load())
         if status == _wire.OUT_OF_MEMORY:
-            cause = _serialize.load_error(data)
+            cause = _serialize.load_error(value.load())
             what = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
             error = WorkerDiedError(
                 _wire.EXIT_OUT_OF_MEMORY, f"the task ran out of memory ({what}); a new worker replaces it"
             )
             error.__cause__ = cause
             return False, error
-        return True, _serialize.loads(data, buffers[:nbuf])
+        return True, value.load()
     except Exception as error:
         if hasattr(error, "add_note"):
             error.add_note("aiomp: the task's result could not be unpickled in the parent")
         return False, error
+
+
+def _read_all(reader: _frames.Reader) -> list[_frames.Frame]:
+    """The frames that are whole in the socket now (``EOFError`` at the end, if none)."""
+    frames: list[_frames.Frame] = []
+    while True:
+        try:
+            frame = reader.read()
+        except EOFError:
+            if frames:
+                return frames
+            raise
+        if frame is None:
+            return frames
+        frames.append(frame)
 
 
 async def _reap(process: multiprocessing.process.BaseProcess) -> int | None:
