@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import threading
 from typing import Any
+
+from . import _fd
 
 __all__ = ["Lifeline", "arm", "forking"]
 
@@ -105,11 +106,7 @@ def arm(conn: Any) -> None:
 
 def _at_eof(fd: int) -> bool:
     """Whether the pipe (which nobody writes to) has lost its writers."""
-    if hasattr(select, "poll"):  # no FD_SETSIZE limit: a forked worker may hold high descriptors
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
-    return bool(select.select([fd], [], [], 0)[0])
+    return _fd.block_until(fd, False, _fd.deadline_after(0))
 
 
 def _kernel_watch(inherited: int) -> int | None:

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, MutableSequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _frames, _lifeline, _loops, _serialize, _wire
+from . import _fd, _frames, _lifeline, _loops, _serialize, _wire
 from ._serialize import Packed, dump_error, loads
 
 if TYPE_CHECKING:
@@ -256,11 +256,9 @@ class _Worker:
                 reading.cancel()
 
     async def read_async(self, scope: Any) -> None:
-        import anyio
-
         with scope:
             while True:
-                await anyio.wait_readable(self.fd)
+                await _fd.wait_readable(self.fd)
                 try:
                     self.accept(self.read_more())
                 except EOFError:
