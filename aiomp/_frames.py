@@ -325,7 +325,8 @@ class Reader:
             if have >= body:
                 start = self._pos
                 self._pos += body
-                frame = self._frame(memoryview(self._buf)[start : start + body], copy=True)
+                with memoryview(self._buf) as whole:  # released at once: _buf is resized later
+                    frame = self._frame(whole[start : start + body], copy=True)
                 if self._pos == len(self._buf):
                     del self._buf[:]
                     self._pos = 0
@@ -423,8 +424,14 @@ class Reader:
         parts: list[Buffer] = []
         for size in sizes:
             part = body[at : at + size]
-            parts.append(bytes(part) if copy else part)
+            if copy:
+                parts.append(bytes(part))
+                part.release()
+            else:
+                parts.append(part)
             at += size
+        if copy:
+            body.release()
         if len(self._fds) < nfds:
             raise OSError(errno.EPROTO, f"a message came without its {nfds} descriptor(s)")
         return Frame(parts, [self._fds.popleft() for _ in range(nfds)])

@@ -56,7 +56,7 @@ _logger = logging.getLogger("aiomp")
 
 # The awaiting forms yield to the loop after about this long of reading, preparing
 # or submitting, so a big call never holds the loop for long in one step.
-_STEP_SECONDS = 0.0005
+_STEP_SECONDS = 0.00025
 # Items read from a sync iterable between two looks at the clock.
 _READ_SLICE = 8192
 # The largest chunk chunksize=None makes: pickling or unpickling 16,384 small

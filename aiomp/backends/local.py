@@ -34,12 +34,14 @@ import multiprocessing.context
 import signal
 import socket
 import sys
+import time
 import types
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, MutableSequence
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from .. import _fd, _frames, _lifeline, _logs, _loops, _serialize, _wire
@@ -74,6 +76,8 @@ _STARTUP_FAILURES = 3
 # How much work (seconds) a worker may be handed ahead of what it is running.
 _AHEAD_SECONDS = 0.002
 _MAX_AHEAD = 256
+# The longest a loop step spends handling a worker's messages before it lets others run.
+_STEP = 0.00025
 # How long terminate waits after SIGTERM before it sends SIGKILL.
 _TERMINATE_GRACE = 1.0
 
@@ -114,6 +118,9 @@ class _Worker:
         self.stop_sent = False
         self.levels_due = False
         self.wake = anyio.Event()
+        # Messages read and not handled yet (see LocalBackend._handle).
+        self.backlog: deque[_frames.Frame] = deque()
+        self.draining = False
         self.ready = False
         self.started = False
         # Its socket broke: the process is ending and takes nothing more.
@@ -466,7 +473,7 @@ class LocalBackend(Backend):
             if worker.logs is not None:
                 await worker.logs.drain()
             with contextlib.suppress(EOFError, OSError):
-                self._handle(worker, _read_all(worker.reader))
+                self._handle(worker, _read_all(worker.reader), at_once=True)
             exitcode = await _reap(worker.process)
         finally:
             if worker.logs is not None:
@@ -499,20 +506,53 @@ class LocalBackend(Backend):
             self._handle(worker, frames)
         return True
 
-    def _handle(self, worker: _Worker, frames: list[_frames.Frame]) -> None:
-        for frame in frames:
-            objects = _serialize.unpack(frame)
-            control = objects[0].load()
-            kind = control[0]
-            if kind == _wire.RESULT:
-                self._result(worker, control, objects[1] if len(objects) > 1 else None)
-            elif kind == _wire.READY:
-                worker.ready = True
-                self._startup_failures = 0
-            elif kind == _wire.INIT_FAILED:
-                worker.init_error = _serialize.load_error(objects[1].load())
+    def _handle(self, worker: _Worker, frames: list[_frames.Frame], at_once: bool = False) -> None:
+        """Handle the worker's messages in order, about ``_STEP`` seconds' worth per loop step.
+
+        What does not fit waits in ``worker.backlog`` for the next steps (``_drain``), so a
+        burst of big results never holds the loop for their sum. ``at_once`` (the worker
+        has exited) handles everything now.
+        """
+        backlog = worker.backlog
+        backlog.extend(frames)
+        if worker.draining and not at_once:
+            return  # _drain is on it, in order
+        deadline = time.perf_counter() + _STEP
+        while backlog:
+            self._message(worker, backlog.popleft())
+            if backlog and not at_once and time.perf_counter() > deadline:
+                if not worker.draining:
+                    worker.draining = True
+                    assert self._tg is not None
+                    self._tg.start_soon(self._drain, worker)
+                break
         self._dispatch()
         self._check_idle()
+
+    async def _drain(self, worker: _Worker) -> None:
+        """Work through the worker's backlog, one step's worth per turn of the loop."""
+        try:
+            while worker.backlog:
+                await anyio.lowlevel.checkpoint()
+                worker.draining = False
+                self._handle(worker, [])
+                if not worker.backlog:
+                    return
+                worker.draining = True
+        finally:
+            worker.draining = False
+
+    def _message(self, worker: _Worker, frame: _frames.Frame) -> None:
+        objects = _serialize.unpack(frame)
+        control = objects[0].load()
+        kind = control[0]
+        if kind == _wire.RESULT:
+            self._result(worker, control, objects[1] if len(objects) > 1 else None)
+        elif kind == _wire.READY:
+            worker.ready = True
+            self._startup_failures = 0
+        elif kind == _wire.INIT_FAILED:
+            worker.init_error = _serialize.load_error(objects[1].load())
 
     def _result(self, worker: _Worker, control: tuple[Any, ...], value: _serialize.Packed | None) -> None:
         _, index, status, seconds = control
