@@ -484,21 +484,24 @@ def to_bytes(part: Buffer) -> bytes:
     """``bytes(part)``; for a part of a big frame, copied by the kernel without the GIL."""
     if isinstance(part, bytes):
         return part
-    if isinstance(part, memoryview) and isinstance(part.obj, _BigBody) and part.obj.memfd >= 0:
-        body = part.obj
-        with memoryview(body) as whole:
-            offset = _offset_in(part, whole)
-        return os.pread(body.memfd, part.nbytes, offset)
+    if isinstance(part, memoryview) and isinstance(part.obj, _BigBody):
+        return pread_view(part, part.obj.memfd)
     return bytes(part)
 
 
-def _offset_in(part: memoryview, whole: memoryview) -> int:
+def pread_view(view: memoryview, fd: int) -> bytes:
+    """``bytes(view)`` for a view of a mapping of ``fd``: read with ``pread``, which copies
+    without holding the GIL (a copy made by Python holds it for the whole copy)."""
+    owner = view.obj
+    if fd < 0 or view.readonly or not view.contiguous:
+        return bytes(view)
     import ctypes
 
-    def address(view: memoryview) -> int:
-        return ctypes.addressof(ctypes.c_char.from_buffer(view)) if not view.readonly else 0
-
-    return address(part) - address(whole)
+    with memoryview(owner) as whole:
+        start = ctypes.addressof(ctypes.c_char.from_buffer(whole))
+    offset = ctypes.addressof(ctypes.c_char.from_buffer(view)) - start
+    data = os.pread(fd, view.nbytes, offset)
+    return data if len(data) == view.nbytes else bytes(view)
 
 
 def release(part: Buffer) -> None:

@@ -38,6 +38,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from ._frames import pread_view
+
 __all__ = ["THRESHOLD", "Placed", "Received", "place", "reaper_put"]
 
 # Buffers of at least this many bytes go through shared memory. Below it, a copy
@@ -257,16 +259,8 @@ def _release_soon(item: object) -> None:
 def copy_out(buffer: Any) -> bytes:
     """``bytes(buffer)``; from a segment, copied by the kernel (``pread``) without the GIL."""
     view = memoryview(buffer)
-    owner = view.obj
-    if isinstance(owner, _Mapping) and owner.fd >= 0 and not view.readonly and view.contiguous:
-        import ctypes
-
-        with memoryview(owner) as whole:
-            start = ctypes.addressof(ctypes.c_char.from_buffer(whole))
-        offset = ctypes.addressof(ctypes.c_char.from_buffer(view)) - start
-        data = os.pread(owner.fd, view.nbytes, offset)
-        if len(data) == view.nbytes:
-            return data
+    if isinstance(view.obj, _Mapping):
+        return pread_view(view, view.obj.fd)
     return bytes(view)
 
 
