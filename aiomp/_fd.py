@@ -6,20 +6,24 @@ descriptor is ready: no polling loop and no thread per waiter. A cancelled wait
 unregisters itself. Callers own their descriptors: they make sure at most one task
 waits on each, and call ``forget`` before closing one, so a reused number is never
 watched by mistake.
+
+anyio, sniffio and asyncio are imported where they are used: the blocking
+helpers serve children (workers) that start without them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import select
 import socket
+import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import anyio
-import sniffio
+if TYPE_CHECKING:
+    import anyio
 
 __all__ = [
     "SharedWait",
@@ -37,11 +41,15 @@ __all__ = [
 
 async def wait_readable(fd: int) -> None:
     """Return once ``fd`` is readable (data, EOF, or a process sentinel that fired)."""
+    import anyio
+
     await anyio.wait_readable(fd)
 
 
 async def wait_writable(fd: int) -> None:
     """Return once ``fd`` can take more bytes."""
+    import anyio
+
     await anyio.wait_writable(fd)
 
 
@@ -53,6 +61,11 @@ async def watch_readable(fd: int, callback: Callable[[], bool]) -> None:
     task switch nor a registration per message; on trio it runs in this task.
     The callback must not raise.
     """
+    import asyncio
+
+    import anyio
+    import sniffio
+
     if sniffio.current_async_library() != "asyncio":
         while True:
             await anyio.wait_readable(fd)
@@ -92,6 +105,8 @@ class SharedWait:
 
     async def wait(self) -> None:
         """Return once the descriptor may be ready (spurious returns are possible)."""
+        import anyio
+
         if self._leading:
             if self._followers is None:
                 self._followers = anyio.Event()
@@ -126,23 +141,37 @@ def keep_blocking(fd: int) -> None:
 
 def forget(fd: int) -> None:
     """Tell the event loop that ``fd`` is about to be closed."""
+    import anyio
+
     anyio.notify_closing(fd)
 
 
 def close(fd: int) -> None:
     """Close ``fd``, first telling a running event loop (if any) to stop watching it."""
-    with contextlib.suppress(sniffio.AsyncLibraryNotFoundError, RuntimeError):
-        sniffio.current_async_library()
-        anyio.notify_closing(fd)
+    with contextlib.suppress(RuntimeError):
+        _notify_if_watched(fd)
     os.close(fd)
 
 
 def close_socket(sock: socket.socket) -> None:
     """Close a socket, first telling a running event loop (if any) to stop watching it."""
-    with contextlib.suppress(sniffio.AsyncLibraryNotFoundError, RuntimeError, OSError):
-        sniffio.current_async_library()
-        anyio.notify_closing(sock.fileno())
+    with contextlib.suppress(RuntimeError, OSError):
+        _notify_if_watched(sock.fileno())
     sock.close()
+
+
+def _notify_if_watched(fd: int) -> None:
+    """``anyio.notify_closing(fd)`` if an event loop runs in this thread; else nothing."""
+    anyio = sys.modules.get("anyio")
+    if anyio is None:
+        return  # nothing in this process waits through anyio (a child without it)
+    import sniffio
+
+    try:
+        sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return
+    anyio.notify_closing(fd)
 
 
 def deadline_after(timeout: float | None) -> float | None:
