@@ -230,6 +230,19 @@ def log_big(size: int) -> int:
     return size
 
 
+def log_blobs(sizes: list[int]) -> int:
+    """Small records between records whose ``extra`` holds a ``bytes`` of each size."""
+    for i, size in enumerate(sizes):
+        log.info("small %d", i)
+        log.info("blob %d", i, extra={"blob": bytes([i % 256]) * size})
+    return len(sizes)
+
+
+def log_blobs_then_exit(sizes: list[int]) -> None:
+    log_blobs(sizes)
+    os._exit(0)
+
+
 class NeedsTwo(Exception):
     """Pickles, but cannot be rebuilt from its args."""
 

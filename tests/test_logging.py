@@ -343,6 +343,41 @@ async def test_big_record_larger_than_the_socket_buffer(collect: Collect) -> Non
     collect.records.clear()  # 24 MB
 
 
+async def test_big_bytes_in_extra_arrive_in_order(collect: Collect) -> None:
+    # Records of every size on the wire: small, a body read whole, and bodies read
+    # in slices (one bigger than the socket buffer), then os._exit at once.
+    sizes = [10, 300_000, 6 << 20, 0, 2 << 20]
+    expected = [message for i in range(len(sizes)) for message in (f"small {i}", f"blob {i}")]
+    with anyio.fail_after(30):
+        async with aiomp.Pool(1) as pool:
+            assert await pool.apply(_logwork.log_blobs, (sizes,)) == len(sizes)
+            assert collect.messages() == expected  # handled before the result
+        async with aiomp.Process(target=_logwork.log_blobs_then_exit, args=(sizes,)) as p:
+            pass
+    assert p.exitcode == 0
+    assert collect.messages() == expected * 2
+    blobs = [record.blob for record in collect.records if record.getMessage().startswith("blob")]
+    assert [(len(blob), blob[:1]) for blob in blobs] == [(size, bytes([i])[:size]) for i, size in enumerate(sizes)] * 2
+    collect.records.clear()  # 16 MB
+
+
+async def test_the_parents_record_factory_makes_the_records(collect: Collect) -> None:
+    class Tagged(logging.LogRecord):
+        pass
+
+    factory = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(Tagged)
+    try:
+        with anyio.fail_after(30):
+            async with aiomp.Process(target=_logwork.warn, args=("made by the factory",)):
+                pass
+    finally:
+        logging.setLogRecordFactory(factory)
+    [record] = collect.records
+    assert type(record) is Tagged
+    assert record.getMessage() == "made by the factory"
+
+
 # -- 5. ordering -------------------------------------------------------------------------------------------
 
 
