@@ -7,6 +7,9 @@ Run CPU-bound Python on every core from an event loop without blocking it::
 
 The public names are imported on first use, so a worker process, which imports
 only ``aiomp._worker``, starts without loading anyio and the Pool machinery.
+
+``aiomp.DaskBackend`` (the optional ``dask`` extra) is importable the same way but is
+not in ``__all__``: ``from aiomp import *`` must neither need Dask nor import it.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ _HOMES = {
     "BrokenPoolError": "_exceptions",
     "Condition": "synchronize",
     "Connection": "connection",
+    "DaskBackend": "backends.dask",
     "Event": "synchronize",
     "IMapIterator": "pool",
     "JoinableQueue": "queues",
@@ -86,6 +90,9 @@ _HOMES = {
     "parent_process": "process",
 }
 
+# Public names that need an optional extra, so they are not in __all__.
+_OPTIONAL = ("DaskBackend",)
+
 if TYPE_CHECKING:
     from ._exceptions import (
         BrokenPoolError,
@@ -96,6 +103,7 @@ if TYPE_CHECKING:
         WorkerDiedError,
     )
     from .backends import PoolStatistics
+    from .backends.dask import DaskBackend as DaskBackend
     from .connection import Connection, Pipe
     from .pool import AsyncResult, IMapIterator, Pool
     from .process import Process, active_children, cpu_count, current_process, parent_process
@@ -115,4 +123,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+    return sorted({*globals(), *__all__, *_OPTIONAL})

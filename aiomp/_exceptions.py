@@ -37,7 +37,8 @@ class WorkerDiedError(ProcessError):
     """The worker process running a task exited before it returned a result.
 
     ``exitcode`` is the worker's exit status; a negative value ``-N`` means it was
-    killed by signal ``N`` (``-9``: SIGKILL, ``-11``: SIGSEGV).
+    killed by signal ``N`` (``-9``: SIGKILL, ``-11``: SIGSEGV); ``None`` when it is not
+    known (a Dask worker).
     """
 
     def __init__(self, exitcode: int | None, detail: str = "") -> None:
@@ -46,7 +47,9 @@ class WorkerDiedError(ProcessError):
         super().__init__(exitcode, detail)
 
     def __str__(self) -> str:
-        if self.exitcode is not None and self.exitcode < 0:
+        if self.exitcode is None:  # not known: a remote engine's worker (Dask's) was lost
+            how = "died"
+        elif self.exitcode < 0:
             how = f"was killed by signal {-self.exitcode}"
         else:
             how = f"exited with code {self.exitcode}"
