@@ -55,7 +55,33 @@ _IOV_MAX = 512
 _READ_AHEAD = 256 << 10  # a greedy reader asks for this much at a time
 _DIRECT = 256 << 10  # bodies above this get a buffer of their own, read into in place
 SLICE = 1 << 20  # bytes moved per non-blocking call before the event loop gets a turn
-_DONTWAIT = socket.MSG_DONTWAIT
+# As plain ints: the enum's operators cost more than the system call around them.
+_DONTWAIT = int(socket.MSG_DONTWAIT)
+_CTRUNC = int(socket.MSG_CTRUNC)
+_SOL_SOCKET = int(socket.SOL_SOCKET)
+_SCM_RIGHTS = int(socket.SCM_RIGHTS)
+# Frames with at most this many bytes of parts are written as one buffer.
+_COALESCE = 16 << 10
+_HEADERS: dict[int, struct.Struct] = {}
+_SIZES: dict[int, struct.Struct] = {}
+
+
+_AGAIN = object()  # Reader._read_small: go on the long way
+
+
+def _header(count: int) -> struct.Struct:
+    """The fixed header and the size table of a frame of ``count`` parts."""
+    layout = _HEADERS.get(count)
+    if layout is None:
+        layout = _HEADERS[count] = struct.Struct(f"!IIQ{count}Q")
+    return layout
+
+
+def _sizes(count: int) -> struct.Struct:
+    layout = _SIZES.get(count)
+    if layout is None:
+        layout = _SIZES[count] = struct.Struct(f"!{count}Q")
+    return layout
 
 
 class Frame:
@@ -155,17 +181,23 @@ class Writer:
     def queue(self, frame: Frame) -> int:
         """Queue one frame; return the byte count at which it has been sent."""
         parts = frame.parts
-        if len(frame.fds) > MAX_FDS:
-            raise ValueError(f"a frame carries at most {MAX_FDS} descriptors, not {len(frame.fds)}")
+        fds = frame.fds
+        if len(fds) > MAX_FDS:
+            raise ValueError(f"a frame carries at most {MAX_FDS} descriptors, not {len(fds)}")
         sizes = [_nbytes(p) for p in parts]
-        body = 8 * len(parts) + sum(sizes)
-        header = _HEADER.pack(len(parts), len(frame.fds), body) + struct.pack(f"!{len(parts)}Q", *sizes)
+        total = sum(sizes)
+        body = 8 * len(parts) + total
+        header = _header(len(parts)).pack(len(parts), len(fds), body, *sizes)
         out = self._out
-        out.append(_Chunk(memoryview(header), frame.fds or None, frame.keep))
-        for part, size in zip(parts, sizes, strict=True):
-            if size:
-                view = part if isinstance(part, memoryview) else memoryview(part)
-                out.append(_Chunk(view.cast("B") if view.format != "B" or view.ndim != 1 else view))
+        if total <= _COALESCE:
+            # Small: one buffer, header and parts together (a copy costs less than an iovec).
+            out.append(_Chunk(memoryview(header + b"".join(parts) if parts else header), fds or None, frame.keep))
+        else:
+            out.append(_Chunk(memoryview(header), fds or None, frame.keep))
+            for part, size in zip(parts, sizes, strict=True):
+                if size:
+                    view = part if isinstance(part, memoryview) else memoryview(part)
+                    out.append(_Chunk(view.cast("B") if view.format != "B" or view.ndim != 1 else view))
         self._queued += 16 + body
         return self._queued
 
@@ -188,6 +220,19 @@ class Writer:
         """
         out = self._out
         flags = 0 if block else _DONTWAIT
+        if len(out) == 1 and not out[0].fds and out[0].view.nbytes <= SLICE:
+            # One small frame, the usual case: one plain send.
+            head = out[0]
+            try:
+                n = os.write(self.fd, head.view) if block else self.sock.send(head.view, flags)
+            except BlockingIOError:
+                return False
+            self.sent += n
+            if n == head.view.nbytes:
+                out.popleft()
+                return True
+            head.view = head.view[n:]
+            return False
         budget = SLICE
         while out:
             if not block and budget <= 0:
@@ -303,6 +348,10 @@ class Reader:
         socket: None also if the frame needs one.
         """
         flags = 0 if block else _DONTWAIT
+        if self.exact and upto is None and self._head is None and self._pos == len(self._buf):
+            frame = self._read_small(flags)
+            if frame is not _AGAIN:
+                return frame  # type: ignore[return-value]
         while True:
             if self._body is not None:
                 return self._read_body(flags, block, upto)
@@ -337,6 +386,44 @@ class Reader:
             if not self._fill(body - have, flags, upto):
                 return None
 
+    def _read_small(self, flags: int) -> Frame | object | None:
+        """An exact reader's usual case: the header, then a small body, read straight
+        into bytes (no staging buffer). ``_AGAIN`` if ``read`` must go on the long way."""
+        data = self._recv(_HEADER.size, flags)
+        if data is None:
+            return None
+        if len(data) < _HEADER.size:
+            self._buf += data
+            return _AGAIN
+        count, nfds, body = head = _HEADER.unpack(data)
+        if self.limit is not None and body - 8 * count > self.limit:
+            self._head = head
+            raise OSError(errno.EMSGSIZE, f"message of {body - 8 * count} bytes is longer than maxlength={self.limit}")
+        self._head = head
+        if body > _DIRECT:
+            return _AGAIN
+        rest = self._recv(body, flags) if body else b""
+        if rest is None:
+            return None
+        if len(rest) < body:
+            self._buf += rest
+            return _AGAIN
+        self._head = None
+        self.consumed += _HEADER.size + body
+        if count == 1:
+            parts: list[Buffer] = [rest[8:]]
+        else:
+            parts = []
+            at = 8 * count
+            for size in _sizes(count).unpack_from(rest):
+                parts.append(rest[at : at + size])
+                at += size
+        if not nfds:
+            return Frame(parts)
+        if len(self._fds) < nfds:
+            raise OSError(errno.EPROTO, f"a message came without its {nfds} descriptor(s)")
+        return Frame(parts, [self._fds.popleft() for _ in range(nfds)])
+
     def _fill(self, missing: int, flags: int, upto: int | None) -> bool:
         """Read at least one byte more into the buffer; False if none is there (or may be)."""
         size = missing if self.exact else max(missing, _READ_AHEAD)
@@ -369,12 +456,13 @@ class Reader:
         return data
 
     def _take_fds(self, ancillary: list[tuple[int, int, bytes]], msg_flags: int) -> None:
-        for level, kind, data in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds = array.array("i")
-                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-                self._fds.extend(fds)
-        if msg_flags & socket.MSG_CTRUNC:
+        if ancillary:
+            for level, kind, data in ancillary:
+                if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
+                    fds = array.array("i")
+                    fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+                    self._fds.extend(fds)
+        if msg_flags & _CTRUNC:
             raise OSError(errno.EPROTO, "descriptors sent with a message were lost (ancillary data truncated)")
 
     def _begin_body(self, body: int, have: int) -> None:
@@ -419,7 +507,7 @@ class Reader:
         count, nfds, body_size = self._head
         self._head = None
         self.consumed += _HEADER.size + body_size
-        sizes = struct.unpack_from(f"!{count}Q", body)
+        sizes = _sizes(count).unpack_from(body)
         at = 8 * count
         parts: list[Buffer] = []
         for size in sizes:

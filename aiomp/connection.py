@@ -139,7 +139,7 @@ class Connection:
         written once into shared memory, small ones from where they lie.
         """
         self._check("write")
-        self._send(_serialize.pack([_serialize.encode(obj)]))
+        self._send(_serialize.frame_of(obj))
 
     def _send(self, frame: Frame) -> None:
         self._check("write")
@@ -306,12 +306,9 @@ class Connection:
 
 async def _aencode(obj: Any) -> Frame:
     """Pack ``obj`` into a frame, pickling and copying big buffers off the loop."""
-    if _serialize.likely_large(obj):
-        return await anyio.to_thread.run_sync(lambda: _serialize.pack([_serialize.encode(obj)]))
-    encoded = _serialize.encode(obj)
-    if encoded.big_bytes() >= _OFF_LOOP:
-        await anyio.to_thread.run_sync(encoded.place)
-    return _serialize.pack([encoded])
+    if _serialize.likely_large(obj):  # big containers, big buffers (copied into shared memory)
+        return await anyio.to_thread.run_sync(_serialize.frame_of, obj)
+    return _serialize.frame_of(obj)
 
 
 def _keep(box: list[Any], convert: Callable[[Frame], Any], frame: Frame) -> Any:

@@ -265,7 +265,7 @@ class _Queue:
         self._check_open()
         if self._flag.value:
             raise QueueShutDown
-        data = _serialize.pack([_serialize.encode(obj)])
+        data = _serialize.frame_of(obj)
         sem = self._sem
         if sem is not None:
             if not sem.acquire(block, timeout):
@@ -347,7 +347,7 @@ class _Queue:
             obj = await anyio.to_thread.run_sync(_keep, done, _serialize.decode, data)
         except anyio.get_cancelled_exc_class():
             # Back at the end of the queue, its place still taken.
-            self._feeder.put(_serialize.pack([_serialize.encode(done[0])]) if done else data.resend())
+            self._feeder.put(_serialize.frame_of(done[0]) if done else data.resend())
             raise
         except BaseException:
             self._free_place()
