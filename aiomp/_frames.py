@@ -37,7 +37,6 @@ import struct
 import threading
 import weakref
 from collections import deque
-from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 from . import _fd
@@ -52,7 +51,7 @@ _SIZE = struct.Struct("!Q")
 MAX_FDS = 32
 _ANCILLARY = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 _IOV_MAX = 512
-_READ_AHEAD = 256 << 10  # a greedy reader asks for this much at a time
+_READ_AHEAD = 64 << 10  # a greedy reader asks for this much at a time (from 128 KiB, each call mmaps a buffer)
 _DIRECT = 256 << 10  # bodies above this get a buffer of their own, read into in place
 SLICE = 1 << 20  # bytes moved per non-blocking call before the event loop gets a turn
 # As plain ints: the enum's operators cost more than the system call around them.
@@ -67,6 +66,7 @@ _SIZES: dict[int, struct.Struct] = {}
 
 
 _AGAIN = object()  # Reader._read_small: go on the long way
+_NO_FDS: list[int] = []  # shared by the frames that carry none: never changed in place
 
 
 def _header(count: int) -> struct.Struct:
@@ -94,9 +94,9 @@ class Frame:
 
     __slots__ = ("fds", "keep", "parts")
 
-    def __init__(self, parts: list[Buffer], fds: Sequence[int] = (), keep: object = None) -> None:
+    def __init__(self, parts: list[Buffer], fds: list[int] | None = None, keep: object = None) -> None:
         self.parts = parts
-        self.fds = list(fds)
+        self.fds: list[int] = _NO_FDS if fds is None else fds
         self.keep = keep
 
     def __len__(self) -> int:
@@ -114,7 +114,7 @@ class Frame:
 
     def close_fds(self) -> None:
         """Close descriptors nobody took (a received frame that is dropped)."""
-        fds, self.fds = self.fds, []
+        fds, self.fds = self.fds, _NO_FDS
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -341,12 +341,27 @@ class Reader:
             with contextlib.suppress(OSError):
                 os.close(self._fds.popleft())
 
-    def read(self, block: bool = False, upto: int | None = None) -> Frame | None:
+    def read_all(self) -> list[Frame]:
+        """The frames whole now, with one read from the socket (or none, if a whole
+        frame is buffered already): a greedy reader's batch. ``EOFError`` at the end."""
+        frames = []
+        frame = self.read()
+        while frame is not None:
+            frames.append(frame)
+            frame = self.read(refill=False)
+        return frames
+
+    def read(self, block: bool = False, upto: int | None = None, refill: bool = True) -> Frame | None:
         """The next whole frame, or None if it has not all arrived yet.
 
         With ``upto`` (a stream offset), no byte at or past it is taken from the
-        socket: None also if the frame needs one.
+        socket: None also if the frame needs one. Without ``refill``, nothing is
+        taken from the socket: only a frame already buffered is returned.
         """
+        if not refill:
+            if self._body is not None or len(self._buf) - self._pos < _HEADER.size:
+                return None
+            upto = self.received  # nothing more from the socket
         flags = 0 if block else _DONTWAIT
         if self.exact and upto is None and self._head is None and self._pos == len(self._buf):
             frame = self._read_small(flags)
@@ -372,14 +387,7 @@ class Reader:
                     )
             body = head[2]
             if have >= body:
-                start = self._pos
-                self._pos += body
-                with memoryview(self._buf) as whole:  # released at once: _buf is resized later
-                    frame = self._frame(whole[start : start + body], copy=True)
-                if self._pos == len(self._buf):
-                    del self._buf[:]
-                    self._pos = 0
-                return frame
+                return self._buffered_frame(head)
             if body > _DIRECT:
                 self._begin_body(body, have)
                 continue
@@ -418,6 +426,30 @@ class Reader:
             for size in _sizes(count).unpack_from(rest):
                 parts.append(rest[at : at + size])
                 at += size
+        if not nfds:
+            return Frame(parts)
+        if len(self._fds) < nfds:
+            raise OSError(errno.EPROTO, f"a message came without its {nfds} descriptor(s)")
+        return Frame(parts, [self._fds.popleft() for _ in range(nfds)])
+
+    def _buffered_frame(self, head: tuple[int, int, int]) -> Frame:
+        """The frame whose body is whole in the buffer: its parts, copied out."""
+        count, nfds, body = head
+        buf, start = self._buf, self._pos
+        self._head = None
+        self.consumed += _HEADER.size + body
+        if count == 1:
+            parts: list[Buffer] = [buf[start + 8 : start + body]]
+        else:
+            parts = []
+            at = start + 8 * count
+            for size in _sizes(count).unpack_from(buf, start):
+                parts.append(buf[at : at + size])
+                at += size
+        self._pos = start + body
+        if self._pos == len(buf):
+            del buf[:]
+            self._pos = 0
         if not nfds:
             return Frame(parts)
         if len(self._fds) < nfds:

@@ -66,21 +66,26 @@ def dumps(obj: object, buffers: list[pickle.PickleBuffer]) -> bytes:
     """
     mark = len(buffers)
     first: Exception | None = None
-    if _holds_big_bytes(obj, 2):
+    try:
+        data = pickle.dumps(obj, _PROTOCOL, buffer_callback=buffers.append)
+        # A big pickle may hold a big bytes, which pickle keeps in band (no hook for
+        # bytes): look, and if so pickle again with it out of band, for shared memory.
+        if len(data) < _shm.THRESHOLD or not _holds_big_bytes(obj, 2):
+            return data
+        del buffers[mark:]
         obj = _swap_big_bytes(obj, 2)
-    else:
-        try:
-            return pickle.dumps(obj, _PROTOCOL, buffer_callback=buffers.append)
-        except Exception as error:
-            del buffers[mark:]
-            first = error
+    except Exception as error:
+        del buffers[mark:]
+        # Without its traceback: that would keep this frame, and so the object and its
+        # buffers, in a reference cycle (memoryviews in cycles can crash the collector).
+        first = error.with_traceback(None)
     try:
         out = io.BytesIO()
         _Pickler(out, _PROTOCOL, buffer_callback=buffers.append).dump(obj)
         return out.getvalue()
     except Exception as error:
         del buffers[mark:]
-        first = first or error
+        first = first or error.with_traceback(None)
     if isinstance(first, RuntimeError):  # may only be pickled while a process starts
         raise first
     out = io.BytesIO()
@@ -227,6 +232,10 @@ _WHERE = struct.Struct("!iQQ")
 _INLINE = -1
 
 
+_NO_VIEWS: list[memoryview] = []
+_NO_ORDER: list[bool] = []
+
+
 class Encoded:
     """An object pickled, its big buffers maybe already copied into shared memory."""
 
@@ -234,15 +243,19 @@ class Encoded:
 
     def __init__(self, data: bytes, buffers: list[pickle.PickleBuffer]) -> None:
         self.pickle = data
-        self.inline: list[memoryview] = []
-        self.big: list[memoryview] = []
-        self.order: list[bool] = []  # per buffer, in pickling order: True if big
+        self.placed: _shm.Placed | None = None
+        if not buffers:  # the usual case: share empty lists, never changed in place
+            self.inline = self.big = _NO_VIEWS
+            self.order = _NO_ORDER
+            return
+        self.inline = []
+        self.big = []
+        self.order = []  # per buffer, in pickling order: True if big
         for buffer in buffers:
             view = buffer.raw()
             big = view.nbytes >= _shm.THRESHOLD
             (self.big if big else self.inline).append(view)
             self.order.append(big)
-        self.placed: _shm.Placed | None = None
 
     def big_bytes(self) -> int:
         """Bytes still to copy into shared memory (``place``)."""
@@ -277,8 +290,10 @@ def frame_of(obj: object) -> Frame:
 
 def pack(objects: Sequence[Encoded]) -> Frame:
     """One frame carrying ``objects``, in order."""
-    if len(objects) == 1 and not objects[0].order:
-        return Frame([objects[0].pickle])
+    if not any(item.order for item in objects):  # no buffers: the usual case
+        if len(objects) == 1:
+            return Frame([objects[0].pickle])
+        return Frame([_plain_layout(len(objects)), *(item.pickle for item in objects)])
     layout = [_COUNT.pack(len(objects))]
     parts: list[Buffer] = [b""]
     fds: list[int] = []
@@ -332,13 +347,27 @@ class Packed:
         return len(self.pickle)
 
 
+_PLAIN: dict[int, bytes] = {}
+_NO_PARTS: list[Any] = []  # shared, never changed in place
+
+
+def _plain_layout(count: int) -> bytes:
+    """The layout of ``count`` objects without buffers."""
+    layout = _PLAIN.get(count)
+    if layout is None:
+        layout = _PLAIN[count] = _COUNT.pack(count) + _COUNT.pack(0) * count
+    return layout
+
+
 def unpack(frame: Frame) -> list[Packed]:
     """The objects of a received frame; it hands its descriptors over to them."""
     parts = frame.parts
+    if len(parts) == 1:
+        return [Packed(parts[0], _NO_PARTS, None, _NO_PARTS)]
+    if not frame.fds and parts[0] == _PLAIN.get(len(parts) - 1):
+        return [Packed(part, _NO_PARTS, None, _NO_PARTS) for part in parts[1:]]
     fds, frame.fds = frame.fds, []
     segments = [_shm.Received(fd) for fd in fds]
-    if len(parts) == 1:
-        return [Packed(parts[0], [], None, [])]
     layout = memoryview(parts[0])
     (count,) = _COUNT.unpack_from(layout)
     at = _COUNT.size

@@ -30,6 +30,7 @@ unmap or the freeing of pages never runs on the event loop thread.
 from __future__ import annotations
 
 import contextlib
+import gc
 import mmap
 import os
 import queue
@@ -209,7 +210,19 @@ class _Mapping(mmap.mmap):
     fd = -1
 
     def __del__(self) -> None:
-        _release_soon(self)
+        if not self.closed:
+            _release_soon(self)
+
+
+_collecting = False
+
+
+def _note_collection(phase: str, info: object) -> None:
+    global _collecting
+    _collecting = phase == "start"
+
+
+gc.callbacks.append(_note_collection)
 
 
 class Received:
@@ -246,11 +259,18 @@ class Received:
 
 
 def _release_soon(item: object) -> None:
-    """``reaper_put`` from a finalizer: at interpreter exit (no thread runs) release here."""
+    """``reaper_put``, from a finalizer.
+
+    While the garbage collector runs, or the interpreter exits, the release is done
+    here instead. An object the collector is finalizing (a segment or a mapping that
+    hung off a reference cycle) must not be handed to another thread: that thread
+    could drop the last reference, and free it, in the middle of the collection.
+    """
     try:
-        if sys.is_finalizing():
-            raise RuntimeError("interpreter exiting")
-        reaper_put(item)
+        if _collecting or sys.is_finalizing():
+            _release(item)
+        else:
+            reaper_put(item)
     except Exception:
         with contextlib.suppress(Exception):
             _release(item)
@@ -297,20 +317,26 @@ def _reap(work: queue.SimpleQueue[object]) -> None:
 
 def _release(item: object) -> None:
     if isinstance(item, _Mapping):
-        fd = item.fd
+        fd, item.fd = item.fd, -1
         item.close()
-        os.pwrite(fd, _FREE, 0)  # the sender may fill it again
-        os.close(fd)
+        _release_fd(fd)
     elif isinstance(item, int):
-        with contextlib.suppress(OSError):
-            os.pwrite(item, _FREE, 0)
-        os.close(item)
+        _release_fd(item)
     elif isinstance(item, threading.Event):
         item.set()
     elif isinstance(item, tuple):
         state, fd = item
         state.close()
         os.close(fd)
+
+
+def _release_fd(fd: int) -> None:
+    """Mark a received segment free (the sender may fill it again) and close it."""
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.pwrite(fd, _FREE, 0)
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _settle_at_exit() -> None:

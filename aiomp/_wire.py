@@ -22,6 +22,7 @@ Worker to parent::
     (READY, pid)                  the initializer ran; the worker takes tasks
     (INIT_FAILED,), error         the initializer raised; the worker exits
     (RESULT, index, status, seconds), value
+    (RESULT, index, OK, seconds, value)   a small value without buffers: one object
 
 ``func_bytes`` is the function's pickle (small, and the worker's cache key);
 ``error`` and an ERROR result's value are ``_serialize.dump_error`` bytes.

@@ -92,7 +92,10 @@ class _Worker:
             if not self.queue:
                 frame = self.reader.read_blocking()
                 assert frame is not None  # no deadline
-                self.accept([frame, *self.read_more()])
+                frames = [frame]
+                while (frame := self.reader.read(refill=False)) is not None:  # what came with it
+                    frames.append(frame)
+                self.accept(frames)
                 continue
             if time.monotonic() - self.last_read > _POLL_INTERVAL:
                 self.accept(self.read_more())
@@ -105,11 +108,8 @@ class _Worker:
                 self.run(self.queue.popleft())
 
     def read_more(self) -> list[_frames.Frame]:
-        """The frames that are whole in the socket now."""
-        frames = []
-        while (frame := self.reader.read()) is not None:
-            frames.append(frame)
-        return frames
+        """The frames that are whole now (one read from the socket)."""
+        return self.reader.read_all()
 
     def accept(self, frames: list[_frames.Frame]) -> None:
         """Take in messages from the parent."""
@@ -181,6 +181,14 @@ class _Worker:
 
     def send_value(self, index: int, value: object, seconds: float) -> None:
         try:
+            # Small and without buffers (the usual case): one object, the value inside.
+            buffers: list[Any] = []
+            whole = _serialize.dumps((_wire.RESULT, index, _wire.OK, seconds, value), buffers)
+            if not buffers and len(whole) < _serialize.LARGE:
+                self.writer.queue(_frames.Frame([whole]))
+                self.writer.flush_blocking()
+                return
+            del whole, buffers
             data = _serialize.encode(value)
         except MemoryError as error:
             del value

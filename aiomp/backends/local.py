@@ -473,7 +473,7 @@ class LocalBackend(Backend):
             if worker.logs is not None:
                 await worker.logs.drain()
             with contextlib.suppress(EOFError, OSError):
-                self._handle(worker, _read_all(worker.reader), at_once=True)
+                self._handle(worker, _read_all(worker.reader, everything=True), at_once=True)
             exitcode = await _reap(worker.process)
         finally:
             if worker.logs is not None:
@@ -555,7 +555,7 @@ class LocalBackend(Backend):
             worker.init_error = _serialize.load_error(objects[1].load())
 
     def _result(self, worker: _Worker, control: tuple[Any, ...], value: _serialize.Packed | None) -> None:
-        _, index, status, seconds = control
+        index, status, seconds = control[1:4]
         if status == _wire.OUT_OF_MEMORY:
             worker.dead = True  # it exits next: hand it nothing more
         task = worker.outstanding.pop(index, None)
@@ -572,6 +572,9 @@ class LocalBackend(Backend):
         if task.cancelled:
             return
         task.cancelled = True  # delivered: nothing may touch it again
+        if len(control) > 4:  # a small value, sent inside the message itself
+            task.done(True, control[4])
+            return
         assert value is not None  # only a cancelled task's result has none
         if status == _wire.OK and (value.nbytes() >= _serialize.LARGE or value.segment is not None):
             # Unpickling this much, or mapping a shared segment, on the loop would stall it.
@@ -819,19 +822,19 @@ def _load_result(status: int, value: _serialize.Packed) -> tuple[bool, Any]:
         return False, error
 
 
-def _read_all(reader: _frames.Reader) -> list[_frames.Frame]:
-    """The frames that are whole in the socket now (``EOFError`` at the end, if none)."""
-    frames: list[_frames.Frame] = []
-    while True:
+def _read_all(reader: _frames.Reader, everything: bool = False) -> list[_frames.Frame]:
+    """The frames that are whole now: one read's worth, or (``everything``: the worker
+    has exited) all that is in the socket. ``EOFError`` at the end, if there is none."""
+    frames = reader.read_all()
+    while everything:
         try:
-            frame = reader.read()
+            more = reader.read_all()
         except EOFError:
-            if frames:
-                return frames
-            raise
-        if frame is None:
-            return frames
-        frames.append(frame)
+            break
+        if not more:
+            break
+        frames += more
+    return frames
 
 
 async def _reap(process: multiprocessing.process.BaseProcess) -> int | None:
