@@ -184,7 +184,7 @@ class Writer:
         fds = frame.fds
         if len(fds) > MAX_FDS:
             raise ValueError(f"a frame carries at most {MAX_FDS} descriptors, not {len(fds)}")
-        sizes = [_nbytes(p) for p in parts]
+        sizes = [p.nbytes if type(p) is memoryview else len(p) for p in parts]
         total = sum(sizes)
         body = 8 * len(parts) + total
         header = _header(len(parts)).pack(len(parts), len(fds), body, *sizes)
@@ -193,11 +193,28 @@ class Writer:
             # Small: one buffer, header and parts together (a copy costs less than an iovec).
             out.append(_Chunk(memoryview(header + b"".join(parts) if parts else header), fds or None, frame.keep))
         else:
-            out.append(_Chunk(memoryview(header), fds or None, frame.keep))
+            # Small parts are joined into runs; big ones go out from where they lie.
+            run: list[Buffer] = [header]
+            first = True
             for part, size in zip(parts, sizes, strict=True):
-                if size:
-                    view = part if isinstance(part, memoryview) else memoryview(part)
-                    out.append(_Chunk(view.cast("B") if view.format != "B" or view.ndim != 1 else view))
+                if size < _COALESCE:
+                    run.append(part)
+                    continue
+                out.append(
+                    _Chunk(memoryview(b"".join(run)), fds or None, frame.keep)
+                    if first
+                    else _Chunk(memoryview(b"".join(run)))
+                )
+                first = False
+                run = []
+                view = part if isinstance(part, memoryview) else memoryview(part)
+                out.append(_Chunk(view.cast("B") if view.format != "B" or view.ndim != 1 else view))
+            if run or first:
+                out.append(
+                    _Chunk(memoryview(b"".join(run)), fds or None, frame.keep)
+                    if first
+                    else _Chunk(memoryview(b"".join(run)))
+                )
         self._queued += 16 + body
         return self._queued
 

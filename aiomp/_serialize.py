@@ -364,7 +364,7 @@ def unpack(frame: Frame) -> list[Packed]:
     parts = frame.parts
     if len(parts) == 1:
         return [Packed(parts[0], _NO_PARTS, None, _NO_PARTS)]
-    if not frame.fds and parts[0] == _PLAIN.get(len(parts) - 1):
+    if not frame.fds and parts[0] == _plain_layout(len(parts) - 1):
         return [Packed(part, _NO_PARTS, None, _NO_PARTS) for part in parts[1:]]
     fds, frame.fds = frame.fds, []
     segments = [_shm.Received(fd) for fd in fds]
