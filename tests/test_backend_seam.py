@@ -5,15 +5,17 @@ tests show what the Pool itself does and what it asks of a backend: tasks that
 carry the call (function, kind, payload), ``prepare`` before ``submit``, outcomes
 and errors passed through, cancellation, the lifecycle, and the local-process
 options refused with a backend that cannot honour them.
+
+The Pool API tests every backend passes are in ``_pool_api.py`` (``TestPoolAPI``
+runs them here); ``test_dask.py`` runs the same ones on a Dask cluster.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import inspect
 import math
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -27,6 +29,7 @@ from aiomp.backends.local import LOCAL_OPTIONS, LocalBackend
 
 from . import _work
 from ._fake_backend import FakeBackend, LoseWorker, SizedBackend, Unpreparable
+from ._pool_api import MakeBackend, PoolAPITests
 
 pytestmark = pytest.mark.anyio
 
@@ -44,23 +47,22 @@ SET_OPTIONS: dict[str, Any] = {
 }
 
 
-async def _gate(started: anyio.Event, release: anyio.Event, value: object = None) -> object:
-    started.set()
-    await release.wait()
-    return value
+@pytest.fixture
+def pool_backend() -> MakeBackend:
+    return FakeBackend
 
 
-async def _until_stopped(started: anyio.Event, stopped: anyio.Event) -> None:
-    started.set()
-    try:
-        await anyio.sleep_forever()
-    finally:
-        stopped.set()
+def _lose() -> None:
+    raise LoseWorker
 
 
-async def _wait(event: anyio.Event, seconds: float = 10) -> None:
-    with anyio.fail_after(seconds):
-        await event.wait()
+@pytest.fixture
+def lose_worker() -> Callable[[], None]:
+    return _lose
+
+
+class TestPoolAPI(PoolAPITests):
+    """The Pool API tests of ``_pool_api``, on the fake backend."""
 
 
 # -- the seam's own names ----------------------------------------------------------------------
@@ -90,17 +92,6 @@ def test_local_option_defaults_match_the_signatures() -> None:
 # -- the calls ---------------------------------------------------------------------------------
 
 
-async def test_apply_map_and_starmap() -> None:
-    async with aiomp.Pool(backend=FakeBackend()) as pool:
-        assert await pool.apply(_work.add, (1, 2)) == 3
-        assert await pool.apply(_work.kw, (1,), {"b": 2}) == (1, 2)
-        assert await pool.map(_work.inc, range(100)) == list(range(1, 101))
-        assert await pool.map(_work.inc, range(10), chunksize=3) == list(range(1, 11))
-        assert await pool.map(_work.inc, []) == []
-        assert await pool.starmap(_work.add, [(1, 2), (3, 4)]) == [3, 7]
-        assert await pool.starmap_async(_work.add, [(5, 6)]) == [11]
-
-
 async def test_tasks_carry_the_call() -> None:
     backend = FakeBackend()
     async with aiomp.Pool(backend=backend) as pool:
@@ -122,131 +113,6 @@ async def test_lambdas_and_closures_need_no_pickling() -> None:
     assert seen == [0, 1, 2]  # ran here, on the same list
 
 
-async def test_async_def_functions_and_async_sources() -> None:
-    async def source(n: int) -> AsyncIterator[int]:
-        for i in range(n):
-            yield i
-
-    async def double(x: int) -> int:
-        await anyio.lowlevel.checkpoint()
-        return 2 * x
-
-    async with aiomp.Pool(backend=FakeBackend()) as pool:
-        assert await pool.apply(double, (1,)) == 2
-        assert await pool.map(double, [1, 2, 3], chunksize=2) == [2, 4, 6]
-        assert await pool.map(_work.inc, source(20)) == list(range(1, 21))
-        assert await pool.map_async(_work.inc, source(5)) == [1, 2, 3, 4, 5]
-
-
-async def test_map_results_keep_input_order_when_chunks_finish_out_of_order() -> None:
-    releases = [anyio.Event() for _ in range(4)]
-
-    async def finish_when_released(i: int) -> int:
-        await releases[i].wait()
-        return i
-
-    async with aiomp.Pool(backend=FakeBackend(4)) as pool:
-        result = pool.map_async(finish_when_released, range(4), chunksize=1)
-        for event in reversed(releases):
-            event.set()
-            await anyio.lowlevel.checkpoint()
-        with anyio.fail_after(10):
-            assert await result == [0, 1, 2, 3]
-
-
-async def test_imap_and_imap_unordered() -> None:
-    async with aiomp.Pool(backend=FakeBackend()) as pool:
-        assert [x async for x in pool.imap(_work.inc, range(10), chunksize=3)] == list(range(1, 11))
-        assert sorted([x async for x in pool.imap_unordered(_work.inc, range(10))]) == list(range(1, 11))
-
-
-async def test_async_forms_and_callbacks() -> None:
-    got: list[object] = []
-    async with aiomp.Pool(backend=FakeBackend()) as pool:
-        one = pool.apply_async(_work.add, (1, 2), callback=got.append)
-        many = pool.map_async(_work.inc, range(3), callback=got.append)
-        bad = pool.apply_async(_work.boom, (1,), error_callback=got.append)
-        assert await one == 3
-        assert await many == [1, 2, 3]
-        with pytest.raises(ValueError, match="boom 1"):
-            await bad
-        assert one.successful() and not bad.successful()
-    assert got[:2] == [3, [1, 2, 3]]
-    assert isinstance(got[2], ValueError)
-
-
-async def test_errors_keep_their_type_and_remote_traceback() -> None:
-    async with aiomp.Pool(backend=FakeBackend()) as pool:
-        with pytest.raises(ValueError, match="boom 7") as info:
-            await pool.apply(_work.boom, (7,))
-        assert isinstance(info.value.__cause__, aiomp.RemoteTraceback)
-        assert "boom 7" in str(info.value.__cause__)
-        with pytest.raises(ValueError, match="item 5 is bad"):
-            await pool.starmap(_work.fail_on, [(i, 5) for i in range(10)], chunksize=2)
-        assert await pool.apply(_work.inc, (1,)) == 2  # the pool goes on
-
-
-async def test_a_lost_worker_is_worker_died_error() -> None:
-    def lose() -> None:
-        raise LoseWorker
-
-    async with aiomp.Pool(backend=FakeBackend()) as pool:
-        with pytest.raises(aiomp.WorkerDiedError) as info:
-            await pool.apply(lose)
-        assert info.value.exitcode == -9
-        assert pool.statistics().workers_restarted == 1
-
-
-async def test_timeout_stops_a_running_coroutine() -> None:
-    started, stopped = anyio.Event(), anyio.Event()
-    async with aiomp.Pool(backend=FakeBackend()) as pool:
-        with pytest.raises(TimeoutError):
-            await pool.apply(_until_stopped, (started, stopped), timeout=0.2)
-        if started.is_set():  # else it had not started yet (a very busy machine): it was dropped
-            await _wait(stopped)
-        assert pool.statistics().tasks_running == 0
-        assert await pool.map(_work.inc, range(3), timeout=10) == [1, 2, 3]
-
-
-async def test_cancel_stops_a_running_coroutine() -> None:
-    started, stopped = anyio.Event(), anyio.Event()
-    async with aiomp.Pool(backend=FakeBackend()) as pool:
-        result = pool.apply_async(_until_stopped, (started, stopped))
-        await _wait(started)
-        assert result.cancel()
-        await _wait(stopped)
-        assert pool.statistics().tasks_running == 0
-
-
-async def test_cancelling_queued_work_drops_it() -> None:
-    ran: list[str] = []
-    started, release = anyio.Event(), anyio.Event()
-    backend = FakeBackend(1)
-    async with aiomp.Pool(backend=backend) as pool:
-        blocker = pool.apply_async(_gate, (started, release, "blocker"))
-        await _wait(started)
-        queued = pool.apply_async(ran.append, ("queued",))
-        assert pool.statistics().tasks_queued == 1
-        assert queued.cancel()
-        assert pool.statistics().tasks_queued == 0
-        with pytest.raises(concurrent.futures.CancelledError):
-            await queued
-        # A waiting map that is cancelled drops its chunks too.
-        with anyio.move_on_after(10) as scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(pool.map, ran.append, ["mapped"] * 4, 1)
-                with anyio.fail_after(10):
-                    while pool.statistics().tasks_queued < 4:
-                        await anyio.lowlevel.checkpoint()
-                tg.cancel_scope.cancel()
-        assert not scope.cancelled_caught
-        assert pool.statistics().tasks_queued == 0
-        release.set()
-        assert await blocker == "blocker"
-        await pool.apply(ran.append, ("after",))
-    assert ran == ["after"]
-
-
 async def test_a_failing_chunk_drops_the_rest_of_its_call() -> None:
     ran: list[int] = []
 
@@ -261,44 +127,6 @@ async def test_a_failing_chunk_drops_the_rest_of_its_call() -> None:
             await pool.map(record_or_fail, range(5), chunksize=1)
         assert pool.statistics().tasks_queued == 0
     assert ran == []
-
-
-async def test_close_join_and_terminate() -> None:
-    async with aiomp.Pool(backend=FakeBackend()) as pool:
-        pending = pool.map_async(_work.inc, range(5))
-        pool.close()
-        with pytest.raises(aiomp.PoolClosedError):
-            await pool.apply(_work.inc, (1,))
-        with anyio.fail_after(10):
-            await pool.join()
-        assert await pending == [1, 2, 3, 4, 5]
-
-    started, release = anyio.Event(), anyio.Event()
-    async with aiomp.Pool(backend=FakeBackend(1)) as pool:
-        running = pool.apply_async(_gate, (started, release))
-        queued = pool.apply_async(_work.inc, (1,))
-        await _wait(started)
-        with anyio.fail_after(10):
-            await pool.terminate()
-        for result in (running, queued):
-            with pytest.raises(aiomp.PoolClosedError):
-                await result
-
-
-async def test_statistics() -> None:
-    started, release = anyio.Event(), anyio.Event()
-    async with aiomp.Pool(backend=FakeBackend(2)) as pool:
-        assert pool.processes == 2
-        await pool.map(_work.inc, range(10), chunksize=5)
-        held = pool.apply_async(_gate, (started, release))
-        await _wait(started)
-        stats = pool.statistics()
-        assert isinstance(stats, aiomp.PoolStatistics)
-        assert (stats.processes, stats.workers_alive, stats.tasks_running) == (2, 2, 1)
-        assert (stats.tasks_queued, stats.tasks_completed, stats.workers_restarted) == (0, 2, 0)
-        release.set()
-        await held
-        assert pool.statistics().tasks_completed == 3
 
 
 # -- prepare -----------------------------------------------------------------------------------

@@ -144,7 +144,9 @@ class _Forwarder(logging.Handler):
             return
         worker, topic = target
         try:
-            worker.log_event(topic, record_attributes(self, record))
+            attributes = record_attributes(self, record)
+            attributes["dask_worker"] = worker.address
+            worker.log_event(topic, attributes)
         except Exception:
             self.handleError(record)
 
@@ -231,10 +233,31 @@ def _safe_repr(value: object) -> str:
         return f"<{type(value).__name__} object>"
 
 
-async def exit_worker() -> None:
-    """Run by ``Client.run`` on a worker's event loop: end the worker process now.
+# The states of a task that a worker has been given but has not started (distributed's WorkerState).
+_WAITING_HERE = frozenset({"waiting", "ready", "constrained", "fetch", "flight", "missing"})
+# How long a worker waits for its copy of a cancelled task to be dropped or to start.
+_SETTLE_SECONDS = 2.0
+# How long the worker lives on after it has answered, so that its answer is sent.
+_EXIT_DELAY = 0.1
 
-    The only way to stop Python code that is running in one of its threads. The
-    worker's nanny, if it has one, starts a new worker in its place.
+
+async def stop_tasks(keys: list[str], dask_worker: Any = None) -> bool:
+    """Run by ``Client.run`` on a worker's event loop, after ``keys`` were cancelled.
+
+    If one of them is running here, end this worker process (shortly after answering
+    True): the only way to stop Python code that runs in one of its threads. Its nanny,
+    if it has one, starts a new worker. A key that is still waiting to run here has
+    not yet heard of its cancellation: wait until it is dropped or starts.
     """
-    os._exit(1)
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    wanted = set(keys)
+    tasks = getattr(getattr(dask_worker, "state", None), "tasks", {})
+    deadline = loop.time() + _SETTLE_SECONDS
+    while loop.time() < deadline and any(getattr(tasks.get(key), "state", None) in _WAITING_HERE for key in wanted):
+        await asyncio.sleep(0.005)
+    if wanted.isdisjoint(getattr(dask_worker, "active_threads", {}).values()):
+        return False
+    loop.call_later(_EXIT_DELAY, os._exit, 1)
+    return True

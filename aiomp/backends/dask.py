@@ -29,9 +29,10 @@ Invariants:
   (``_deliver``), so the Pool's view of a task never races with an outcome.
 * Futures are awaited one by one, never gathered together: a cancelled future in a
   gather leaves Dask's internal exceptions unretrieved. To stop a running task, the
-  backend finds the worker that runs it (``Client.call_stack``), cancels the future,
-  then ends that worker (``_dask_task.exit_worker``); in the other order, Dask would
-  reschedule the task onto another worker.
+  backend finds the workers that have it (``Client.processing``), cancels the future,
+  then has those workers end themselves if it is still running there
+  (``_dask_task.stop_tasks``); in the other order, Dask would run the task again on
+  another worker.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import enum
+import functools
 import logging
 import math
 import pickle
@@ -83,8 +86,8 @@ _DASK_LOGGERS = ("distributed", "dask", "tornado", "bokeh")
 # How many tasks per thread of the cluster may be handed to Dask at once: one
 # running and one waiting on the worker, so that a thread never idles for a round trip.
 _HANDED_PER_THREAD = 2
-# How often the cluster's size (threads, workers) is read from the client.
-_REFRESH_SECONDS = 1.0
+# How often the cluster's size (threads, workers) is asked of the scheduler.
+_REFRESH_SECONDS = 0.5
 # How long terminate waits for the cluster to confirm cancellations before it lets go.
 _STOP_SECONDS = 10.0
 _DEFAULT_TIMEOUT = 10.0
@@ -117,7 +120,7 @@ class _ByValue:
 
 
 _RUN = _ByValue(_dask_task.run)
-_EXIT = _ByValue(_dask_task.exit_worker)
+_STOP = _ByValue(_dask_task.stop_tasks)
 
 
 class _State(enum.Enum):
@@ -173,6 +176,11 @@ class DaskBackend(Backend):
             )
         if security is not None and not isinstance(security, distributed.Security):
             raise TypeError(f"security must be a distributed.Security or None, not {type(security).__name__}")
+        if self._address is not None and security is None and _needs_tls(self._address):
+            raise ValueError(
+                f"{self._address!r} is a TLS address: pass security=distributed.Security(...) with the client's"
+                " certificate and key and the cluster's CA (or set Dask's distributed.comm.tls configuration)"
+            )
         self._security = security
         self._timeout = _check_timeout(timeout)
         self._forward_logs = True
@@ -186,6 +194,10 @@ class DaskBackend(Backend):
         self._idle: anyio.Event | None = None
         self._pending: deque[Task] = deque()
         self._handed: set[Task] = set()
+        # Watchers still running (a cancelled task's until its future says so), and
+        # what terminate waits on for them to end (Dask side).
+        self._watching = 0
+        self._quiet: asyncio.Event | None = None
         self._threads = 0
         self._workers = 0
         self._completed = 0
@@ -346,12 +358,21 @@ class DaskBackend(Backend):
             address, security = self._address, self._security
             if given is not None:
                 address, security = _scheduler_of(given)
-            self._client = await distributed.Client(  # type: ignore[no-untyped-call]
+            client = distributed.Client(  # type: ignore[no-untyped-call]
                 address, security=security, asynchronous=True, timeout=self._timeout, set_as_default=False
             )
+            try:
+                await client
+            except BaseException:
+                # Cancelled (or failed) half way: close what it opened, or it is closed in __del__
+                # with a coroutine nobody awaits.
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
+                    await client.close()  # type: ignore[no-untyped-call]
+                raise
+            self._client = client
             self._own_client = True
         if self._forward_logs:
-            self._client.subscribe_topic(self._topic, self._on_record)
+            self._client.subscribe_topic(self._topic, self._on_record)  # type: ignore[no-untyped-call]
             self._subscribed = True
         self._refresh()
         assert self._bridge is not None
@@ -373,12 +394,19 @@ class DaskBackend(Backend):
     async def _refresher(self) -> None:
         while True:
             await asyncio.sleep(_REFRESH_SECONDS)
-            self._refresh()
+            try:
+                # Totals only (no per-worker details): cheap however big the cluster.
+                info = await self._client.scheduler.identity(n_workers=0)  # type: ignore[union-attr]
+            except Exception:  # an older scheduler, or a lost connection: the client's cache
+                self._refresh()
+            else:
+                self._refresh(info)
 
-    def _refresh(self) -> None:
-        """Read the cluster's size from the client's cache (Dask refreshes it every couple of seconds)."""
-        assert self._client is not None
-        info = self._client.scheduler_info()
+    def _refresh(self, info: Any = None) -> None:
+        """Take the cluster's size (threads, workers) from ``info``, or from the client's cache."""
+        if info is None:
+            assert self._client is not None
+            info = self._client.scheduler_info()
         workers = info.get("workers") or {}
         threads = info.get("total_threads")
         if threads is None:  # older versions list every worker instead
@@ -400,6 +428,7 @@ class DaskBackend(Backend):
             if task.cancelled:
                 continue
             self._handed.add(task)
+            self._watching += 1
             self._bridge.spawn(self._watch, task, self._level_snapshot)
         self._check_idle()
 
@@ -447,6 +476,9 @@ class DaskBackend(Backend):
             for held in (future, scattered):
                 if held is not None:
                     held.release()
+            self._watching -= 1
+            if not self._watching and self._quiet is not None:
+                self._quiet.set()
             self._dispatch()
         if outcome is not None and self._bridge is not None:
             self._bridge.to_pool(self._deliver, task, outcome)
@@ -490,20 +522,30 @@ class DaskBackend(Backend):
         self._dispatch()
 
     async def _stop(self, futures: list[distributed.Future[Any]], stop_running: bool) -> None:
-        """Cancel futures; end the workers that are running them, if ``stop_running``."""
+        """Cancel futures; end the workers that are running them, if ``stop_running``.
+
+        Where they run is asked before they are cancelled (the scheduler forgets a
+        cancelled task); the workers that have them are asked after, and each ends
+        itself if one of them is still running there. In the other order, Dask would
+        run the task again on another worker.
+        """
         client = self._client
         assert client is not None
-        workers: list[str] = []
+        keys = [future.key for future in futures]
+        candidates: list[str] = []
+        if stop_running:
+            try:
+                processing = await client.processing()  # type: ignore[no-untyped-call]
+            except Exception:  # the cluster is going away: nothing left to stop
+                _logger.debug("aiomp: asking the Dask scheduler where tasks run failed", exc_info=True)
+            else:
+                candidates = [address for address, there in processing.items() if not set(there).isdisjoint(keys)]
         try:
-            if stop_running:
-                # Before the cancel: once cancelled, the scheduler no longer knows where they run.
-                stacks = await client.call_stack(keys=[future.key for future in futures])  # type: ignore[no-untyped-call]
-                workers = [address for address, running in stacks.items() if running]
             await client.cancel(futures)  # type: ignore[no-untyped-call]
-            if workers:
-                self._restarted += len(workers)
-                await client.run(_EXIT, workers=workers, wait=False)
-        except Exception:  # the cluster is going away: nothing left to stop
+            if candidates:
+                ended = await client.run(_STOP, keys, workers=candidates, on_error="return")
+                self._restarted += sum(1 for outcome in ended.values() if outcome is True)
+        except Exception:
             _logger.debug("aiomp: stopping tasks on the Dask cluster failed", exc_info=True)
 
     async def _halt(self) -> list[Task]:
@@ -519,8 +561,9 @@ class DaskBackend(Backend):
         futures = [task.worker for task in tasks if task.worker is not None]
         if futures:
             await self._stop(futures, stop_running=True)
-        while self._handed:  # each watcher ends as its future is cancelled
-            await asyncio.sleep(0.01)
+        if self._watching:  # each watcher ends as its future is cancelled
+            self._quiet = asyncio.Event()
+            await self._quiet.wait()
 
     def _check_idle(self) -> None:
         if self._state in (_State.INIT, _State.RUN) or self._idle is None:
@@ -576,6 +619,7 @@ class _Thread:
         self._run_finished = trio.RunFinishedError
         self.loop = asyncio.new_event_loop()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._runs: dict[concurrent.futures.Future[Any], asyncio.Task[Any]] = {}
         self._thread = threading.Thread(target=self._main, name="aiomp-dask", daemon=True)
         self._thread.start()
 
@@ -584,8 +628,9 @@ class _Thread:
         self.loop.run_forever()
 
     def to_dask(self, func: Callable[..., object], *args: Any) -> None:
+        # In a context of its own: the caller's says "trio" to sniffio, and so to anyio.
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing is left to do there
-            self.loop.call_soon_threadsafe(func, *args)
+            self.loop.call_soon_threadsafe(func, *args, context=contextvars.Context())
 
     def to_pool(self, func: Callable[..., object], *args: Any) -> None:
         with contextlib.suppress(self._run_finished):
@@ -603,15 +648,38 @@ class _Thread:
             _logger.error("aiomp: background work of a DaskBackend failed", exc_info=error)
 
     async def run(self, func: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-        future = asyncio.run_coroutine_threadsafe(func(*args), self.loop)
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
         done = anyio.Event()
         future.add_done_callback(lambda _: self.to_pool(done.set))
+        self.to_dask(self._run_here, future, func, args)
         try:
             await done.wait()
         except BaseException:
-            future.cancel()
+            self.to_dask(self._cancel_run, future)
             raise
         return future.result()
+
+    def _run_here(self, future: concurrent.futures.Future[Any], func: Callable[..., Any], args: Any) -> None:
+        """Start ``func(*args)`` on the Dask loop, its outcome going to ``future``."""
+        if not future.set_running_or_notify_cancel():
+            return
+        task = self.loop.create_task(func(*args))
+        self._runs[future] = task
+        task.add_done_callback(functools.partial(self._ran, future))
+
+    def _ran(self, future: concurrent.futures.Future[Any], task: asyncio.Task[Any]) -> None:
+        self._runs.pop(future, None)
+        if task.cancelled():
+            future.set_exception(concurrent.futures.CancelledError())
+        elif task.exception() is not None:
+            future.set_exception(task.exception())
+        else:
+            future.set_result(task.result())
+
+    def _cancel_run(self, future: concurrent.futures.Future[Any]) -> None:
+        task = self._runs.get(future)
+        if task is not None:
+            task.cancel()
 
     async def stop(self) -> None:
         """Cancel what still runs on the Dask loop, stop it, and close it."""
@@ -627,10 +695,11 @@ class _Thread:
                 self.loop.close()
 
     async def _cancel_all(self) -> None:
-        tasks = [task for task in self._tasks if task is not asyncio.current_task()]
-        for task in tasks:
+        """Cancel the background tasks; let the runs still going (a connection closing) end."""
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        runs = [task for task in self._runs.values() if task is not asyncio.current_task()]
+        await asyncio.gather(*self._tasks, *runs, return_exceptions=True)
         await self.loop.shutdown_asyncgens()
         await self.loop.shutdown_default_executor()
 
@@ -649,6 +718,15 @@ def _check_address(address: str) -> str:
             f"{address!r} is not a Dask scheduler address: unknown scheme {scheme!r} (use tcp:// or tls://)"
         ) from None
     return address
+
+
+def _needs_tls(address: str) -> bool:
+    """Whether ``address`` speaks TLS and Dask's configuration gives a client no certificate for it."""
+    scheme, _ = parse_address(address, strict=False)
+    if scheme != "tls":
+        return False
+    arguments = distributed.Security().get_connection_args("client")  # type: ignore[no-untyped-call]
+    return arguments.get("ssl_context") is None
 
 
 def _check_timeout(timeout: object) -> float:
