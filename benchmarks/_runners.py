@@ -267,10 +267,18 @@ RUNNERS: dict[str, type[Runner]] = {
     # no pool: bigmsg's rows, whose queues and pipes come from benchmarks.primitives' kits
     "mp to_thread": SerialRunner,
     "aioprocessing": SerialRunner,
+    # no pool either: the dask workload's peers, which it drives itself (workloads/dask.py)
+    "client.map": SerialRunner,
+    "client.submit": SerialRunner,
 }
 
 #: The module a row needs: without it the row is skipped (and says so), not failed.
-REQUIRES = {"aiomultiprocess": "aiomultiprocess", "aioprocessing": "aioprocessing"}
+REQUIRES = {
+    "aiomultiprocess": "aiomultiprocess",
+    "aioprocessing": "aioprocessing",
+    "client.map": "distributed",
+    "client.submit": "distributed",
+}
 
 
 def missing_module(label: str) -> str | None:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from benchmarks._config import Config
 from benchmarks._types import WorkloadResult
-from benchmarks.workloads import apply, bigmsg, cpu, crash, lag, payload, startup, tiny
+from benchmarks.workloads import apply, bigmsg, cpu, crash, dask, lag, payload, startup, tiny
 
 WORKLOADS: dict[str, Callable[[Config], WorkloadResult]] = {
     "tiny": tiny.run,
@@ -17,4 +17,5 @@ WORKLOADS: dict[str, Callable[[Config], WorkloadResult]] = {
     "cpu": cpu.run,
     "startup": startup.run,
     "crash": crash.run,
+    "dask": dask.run,
 }
