@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -201,6 +202,21 @@ async def test_a_client_passed_in_is_used_and_not_closed(cluster: str, anyio_bac
         await anyio.to_thread.run_sync(sync_client.close)
 
 
+@needs_dask
+@pytest.mark.parametrize("anyio_backend", [pytest.param(("trio", {}), id="trio")])
+async def test_on_trio_the_client_runs_in_a_thread_of_its_own(cluster: str) -> None:
+    """Dask's client is asyncio-only: under trio it gets an asyncio loop in a thread, gone with the pool."""
+
+    def bridges() -> list[threading.Thread]:
+        return [thread for thread in threading.enumerate() if thread.name == "aiomp-dask"]
+
+    assert bridges() == []
+    async with aiomp.Pool(backend=aiomp.DaskBackend(cluster)) as pool:
+        assert len(bridges()) == 1
+        assert await pool.apply(_work.add, (2, 3)) == 5
+    assert bridges() == []
+
+
 # -- dead workers and stopping running work ----------------------------------------------------
 
 
@@ -273,8 +289,6 @@ async def test_big_arguments_and_results(cluster: str) -> None:
 
 @needs_dask
 async def test_what_cannot_be_pickled_raises_to_the_caller(cluster: str) -> None:
-    import threading
-
     async with aiomp.Pool(backend=aiomp.DaskBackend(cluster)) as pool:
         with pytest.raises(TypeError, match="lock"):
             await pool.apply(_work.echo, (threading.Lock(),))

@@ -102,7 +102,6 @@ class _ByValue:
 
     def __init__(self, func: Callable[..., Any]) -> None:
         self.func = func
-        self.name = func.__name__
         module = sys.modules[func.__module__]
         registered = func.__module__ in cloudpickle.list_registry_pickle_by_value()
         cloudpickle.register_pickle_by_value(module)
@@ -249,12 +248,14 @@ class DaskBackend(Backend):
         self._state = _State.RUN
 
     def close(self) -> None:
+        """Take no more tasks; the ones submitted still run."""
         if self._state is _State.RUN:
             self._state = _State.CLOSE
             assert self._bridge is not None
             self._bridge.to_dask(self._check_idle)
 
     async def join(self) -> None:
+        """Wait for every submitted task, then leave the cluster (our own client is closed)."""
         if self._state in (_State.INIT, _State.RUN):
             raise ValueError("join() needs a closed or terminated pool: call close() or terminate() first")
         assert self._idle is not None
@@ -262,6 +263,7 @@ class DaskBackend(Backend):
         await self._disconnect()
 
     async def terminate(self) -> None:
+        """Fail unfinished tasks with ``PoolClosedError``, stop the running ones, leave the cluster."""
         previous, self._state = self._state, _State.TERMINATE
         if previous is _State.INIT and self._bridge is None:
             return
@@ -290,6 +292,7 @@ class DaskBackend(Backend):
                     future.release()
 
     def statistics(self) -> PoolStatistics:
+        """The cluster's size as last read, and this pool's tasks (see ``docs/scaling.md``)."""
         return PoolStatistics(
             processes=self._threads,
             workers_alive=self._workers,
@@ -326,6 +329,7 @@ class DaskBackend(Backend):
         task.encoded = (func_data, _dump(task.payload))
 
     def submit(self, task: Task) -> None:
+        """Queue a task; it goes to Dask when fewer than two per cluster thread are there."""
         if self._state is not _State.RUN:
             raise PoolClosedError("the pool is not running: it was closed or terminated")
         if task.encoded is None:  # not prepared: its pickling error is the caller's
@@ -335,6 +339,7 @@ class DaskBackend(Backend):
         self._bridge.to_dask(self._dispatch)
 
     def cancel(self, tasks: list[Task], stop_running: bool = True) -> None:
+        """Drop queued tasks, cancel handed ones, and end the workers running them if ``stop_running``."""
         settled = []
         for task in tasks:
             if not task.cancelled:
