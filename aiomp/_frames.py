@@ -193,28 +193,24 @@ class Writer:
             # Small: one buffer, header and parts together (a copy costs less than an iovec).
             out.append(_Chunk(memoryview(header + b"".join(parts) if parts else header), fds or None, frame.keep))
         else:
-            # Small parts are joined into runs; big ones go out from where they lie.
+            # Small parts are joined into runs (the first begins with the header and
+            # carries the descriptors); big ones go out from where they lie.
+            chunks: list[_Chunk] = []
             run: list[Buffer] = [header]
-            first = True
             for part, size in zip(parts, sizes, strict=True):
                 if size < _COALESCE:
                     run.append(part)
                     continue
-                out.append(
-                    _Chunk(memoryview(b"".join(run)), fds or None, frame.keep)
-                    if first
-                    else _Chunk(memoryview(b"".join(run)))
-                )
-                first = False
-                run = []
+                if run:
+                    chunks.append(_Chunk(memoryview(b"".join(run))))
+                    run = []
                 view = part if isinstance(part, memoryview) else memoryview(part)
-                out.append(_Chunk(view.cast("B") if view.format != "B" or view.ndim != 1 else view))
-            if run or first:
-                out.append(
-                    _Chunk(memoryview(b"".join(run)), fds or None, frame.keep)
-                    if first
-                    else _Chunk(memoryview(b"".join(run)))
-                )
+                chunks.append(_Chunk(view.cast("B") if view.format != "B" or view.ndim != 1 else view))
+            if run:
+                chunks.append(_Chunk(memoryview(b"".join(run))))
+            chunks[0].fds = fds or None
+            chunks[0].keep = frame.keep
+            out.extend(chunks)
         self._queued += 16 + body
         return self._queued
 
@@ -348,10 +344,6 @@ class Reader:
         """True between a frame's first byte and its last."""
         return self._head is not None or self._pos < len(self._buf)
 
-    def buffered(self) -> bool:
-        """Whether a whole frame may be waiting in the reader's own buffer."""
-        return len(self._buf) - self._pos >= _HEADER.size
-
     def close(self) -> None:
         """Close descriptors that arrived for frames never read."""
         while self._fds:
@@ -361,11 +353,14 @@ class Reader:
     def read_all(self) -> list[Frame]:
         """The frames whole now, with one read from the socket (or none, if a whole
         frame is buffered already): a greedy reader's batch. ``EOFError`` at the end."""
-        frames = []
         frame = self.read()
-        while frame is not None:
+        return [] if frame is None else [frame, *self.take_buffered()]
+
+    def take_buffered(self) -> list[Frame]:
+        """The frames already whole in the reader's buffer (no read from the socket)."""
+        frames = []
+        while (frame := self.read(refill=False)) is not None:
             frames.append(frame)
-            frame = self.read(refill=False)
         return frames
 
     def read(self, block: bool = False, upto: int | None = None, refill: bool = True) -> Frame | None:

@@ -92,10 +92,7 @@ class _Worker:
             if not self.queue:
                 frame = self.reader.read_blocking()
                 assert frame is not None  # no deadline
-                frames = [frame]
-                while (frame := self.reader.read(refill=False)) is not None:  # what came with it
-                    frames.append(frame)
-                self.accept(frames)
+                self.accept([frame, *self.reader.take_buffered()])  # and what came with it
                 continue
             if time.monotonic() - self.last_read > _POLL_INTERVAL:
                 self.accept(self.read_more())

@@ -37,10 +37,6 @@ from ._frames import Frame
 
 __all__ = ["Connection", "Pipe"]
 
-# Objects whose big buffers add up to this much are copied into shared memory,
-# or unpickled, in a thread rather than on the event loop.
-_OFF_LOOP = 1 << 20
-
 
 class Connection:
     """One end of a ``Pipe``: the ``multiprocessing.connection.Connection`` methods
@@ -244,7 +240,7 @@ class Connection:
         frame = await self._arecv(maxlength)
         if not isinstance(frame, Frame):
             return _message_bytes(frame)
-        if frame.nbytes() < _OFF_LOOP:
+        if frame.nbytes() < _serialize.LARGE:
             return _message_bytes(frame)
         data: bytes = await self._off_loop(frame, _message_bytes)  # copied, memory released, off the loop
         return data
@@ -257,7 +253,7 @@ class Connection:
         frame = await self._arecv(None)
         if not isinstance(frame, Frame):
             return frame
-        if frame.nbytes() < _OFF_LOOP and not frame.fds:
+        if frame.nbytes() < _serialize.LARGE and not frame.fds:
             return _serialize.decode(frame)
         return await self._off_loop(frame, _serialize.decode)
 

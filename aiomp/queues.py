@@ -54,7 +54,6 @@ __all__ = ["JoinableQueue", "Queue", "SimpleQueue"]
 _SHUTDOWN = Frame([])  # the end marker: an item's frame always has a part
 _BATCH = 256  # messages the feeder writes per turn of the writer lock
 _SEM_MAX = 2**31 - 1  # an unbounded queue's count of free places
-_OFF_LOOP = 1 << 20  # items this big (or with buffers in shared memory) are unpickled in a thread
 _RECHECK = 0.05  # holding the end marker: how often to look whether late puts are still coming
 
 
@@ -339,7 +338,7 @@ class _Queue:
         finally:
             if not handed_over:
                 self._rlock.release()
-        if data.nbytes() < _OFF_LOOP and not data.fds:
+        if data.nbytes() < _serialize.LARGE and not data.fds:
             return self._decode(data)
         self._check_marker(data)
         done: list[Any] = []
