@@ -23,6 +23,7 @@ import pytest
 import aiomp
 
 from . import _surface
+from ._work import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -110,6 +111,8 @@ async def test_fork_context_map_apply_and_a_crash(anyio_backend: Any) -> None:
             assert died.value.exitcode == 9
             # Only that task failed: the pool goes on, on a replacement worker.
             assert await pool.map(abs, [-1, -2, -3]) == [1, 2, 3]
+            # The replacement may still be starting: until it is up, one worker takes both.
+            await wait_until(lambda: pool.statistics().workers_alive == 2, "the replacement worker")
             after = set(await pool.map(_surface.pid, range(2), chunksize=1))
             assert len(after) == 2 and after != first
             stats = pool.statistics()
