@@ -1,4 +1,8 @@
-"""Tables on stdout and the JSON file."""
+"""Results as JSON, and the tables printed from that JSON (plain text and Markdown).
+
+Every table is drawn from the JSON, so that ``python -m benchmarks report FILE...`` redraws what
+a run printed, from saved files, without running anything.
+"""
 
 from __future__ import annotations
 
@@ -37,11 +41,18 @@ def fmt_text(v: Value) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     line = "  ".join("-" * w for w in widths)
     out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)), line]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) for r in rows]
     return "\n".join(s.rstrip() for s in out)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(headers), "|" + "---|" * len(headers), *(line(r) for r in rows)])
 
 
 # --- comparing ------------------------------------------------------------------------------------
@@ -64,20 +75,17 @@ def best_peer(result: WorkloadResult, metric: Metric) -> tuple[str, float] | Non
     return pick(figures, key=lambda f: f[1])
 
 
+def _ratio(mine: float | None, theirs: float | None) -> str:
+    return f"{mine / theirs:.2f}x" if mine is not None and theirs else "-"
+
+
 def ratio_text(result: WorkloadResult, metric: Metric) -> str:
-    mine, best = number(result.cell("aiomp"), metric.key), best_peer(result, metric)
-    if mine is None or best is None:
-        return "-"
-    return f"{mine / best[1]:.2f}x" if best[1] else "-"
+    best = best_peer(result, metric)
+    return _ratio(number(result.cell("aiomp"), metric.key), best[1] if best else None)
 
 
 def default_summary(result: WorkloadResult) -> list[SummaryRow]:
-    rows = []
-    for metric in result.metrics:
-        if metric.target is None:
-            continue
-        rows.append(summary_row(result, metric, metric.target))
-    return rows
+    return [summary_row(result, m, m.target) for m in result.metrics if m.target is not None]
 
 
 def summary_row(result: WorkloadResult, metric: Metric, target: Target) -> SummaryRow:
@@ -92,78 +100,152 @@ def summary_row(result: WorkloadResult, metric: Metric, target: Target) -> Summa
     return SummaryRow(result.name, metric.label, shown, peer, ratio_text(result, metric), target.text, met)
 
 
-# --- printing -------------------------------------------------------------------------------------
+def summarize(results: Sequence[WorkloadResult]) -> list[SummaryRow]:
+    rows: list[SummaryRow] = []
+    for result in results:
+        rows += (result.summarize or default_summary)(result)
+    return rows
 
 
-def workload_table(result: WorkloadResult) -> str:
-    headers = ["library", *(m.label for m in result.metrics), "notes"]
-    rows = [[c.lib, *(_shown(c, m) for m in result.metrics), _notes(c)] for c in result.cells]
-    parts = [f"== {result.name}: {result.title}", table(headers, rows)]
-    parts += [_ratio_line(result, m) for m in result.metrics if m.better is not None]
-    parts += [f"note: {n}" for n in result.notes]
-    return "\n".join(p for p in parts if p)
+# --- JSON -----------------------------------------------------------------------------------------
+
+
+def to_json(meta: dict[str, Any], results: Sequence[WorkloadResult]) -> dict[str, Any]:
+    return {
+        "meta": meta,
+        "workloads": {r.name: _workload_json(r) for r in results},
+        "summary": [asdict(s) for s in summarize(results)],
+    }
+
+
+def _cell_json(cell: Cell, metrics: Sequence[Metric]) -> dict[str, Any]:
+    d = asdict(cell)
+    d["samples"] = {k: [round(x, 9) for x in xs] for k, xs in cell.samples.items()}
+    d["shown"] = {m.key: _shown(cell, m) for m in metrics}
+    return d
 
 
 def _shown(cell: Cell, metric: Metric) -> str:
     v = cell.values.get(metric.key)
-    if v is None and cell.error:
-        return "ERROR"
-    return metric.fmt(v)
+    return "ERROR" if v is None and cell.error else metric.fmt(v)
 
 
-def _notes(cell: Cell) -> str:
-    parts = ([f"ERROR: {cell.error}"] if cell.error else []) + cell.notes
-    return "; ".join(parts)
+def _workload_json(result: WorkloadResult) -> dict[str, Any]:
+    compared = [m for m in result.metrics if m.better is not None]
+    best = {m.key: best_peer(result, m) for m in compared}
+    ref = result.cell(result.reference) if result.reference else None
+    return {
+        "suite": result.suite,
+        "title": result.title,
+        "metrics": [
+            {"key": m.key, "label": m.label, "better": m.better, "target": m.target.text if m.target else None}
+            for m in result.metrics
+        ],
+        "notes": result.notes,
+        "reference": result.reference,
+        "results": {c.lib: _cell_json(c, result.metrics) for c in result.cells},
+        "best_peer": {k: {"lib": v[0], "value": v[1]} if v else None for k, v in best.items()},
+        "ratio": {m.key: ratio_text(result, m) for m in compared},
+        "ratio_reference": {m.key: _ratio(number(result.cell("aiomp"), m.key), number(ref, m.key)) for m in compared},
+    }
 
 
-def _ratio_line(result: WorkloadResult, metric: Metric) -> str:
-    best = best_peer(result, metric)
-    mine = number(result.cell("aiomp"), metric.key)
-    if best is None:
-        return ""
-    shown = metric.fmt(mine) if mine is not None else "n/a"
-    return (
-        f"ratio aiomp / best peer, {metric.label}: {shown} / {metric.fmt(best[1])} ({best[0]}) = "
-        f"{ratio_text(result, metric)} ({metric.better} is better)"
-    )
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1, default=str) + "\n")
 
 
-def summary_table(rows: Sequence[SummaryRow]) -> str:
-    headers = ["workload", "metric", "aiomp", "best peer", "ratio", "target", "met"]
-    body = [[r.workload, r.metric, r.aiomp, r.best_peer, r.ratio, r.target, _met(r.met)] for r in rows]
-    return "== summary (ratio = aiomp / best peer)\n" + table(headers, body)
+def read_json(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+# --- tables, from the JSON ------------------------------------------------------------------------
+
+
+def _cell_notes(cell: dict[str, Any]) -> str:
+    parts = ([f"ERROR: {cell['error']}"] if cell.get("error") else []) + cell.get("notes", [])
+    return "; ".join(([cell["skipped"]] if cell.get("skipped") else []) + parts)
+
+
+def _rows(w: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The table of one workload: a row per library, then the ratio rows (aiomp / best peer, / reference)."""
+    metrics = w["metrics"]
+    headers = ["library", *(m["label"] for m in metrics), "notes"]
+    body = [
+        [lib, *("-" if c.get("skipped") else c["shown"].get(m["key"], "-") for m in metrics), _cell_notes(c)]
+        for lib, c in w["results"].items()
+    ]
+    if any(m["better"] for m in metrics):
+        body.append(["aiomp / best peer", *_ratio_cells(w, metrics, "ratio", with_peer=True), ""])
+        if w.get("reference"):
+            body.append([f"aiomp / {w['reference']}", *_ratio_cells(w, metrics, "ratio_reference"), ""])
+    return headers, body
+
+
+def _ratio_cells(w: dict[str, Any], metrics: list[dict[str, Any]], key: str, with_peer: bool = False) -> list[str]:
+    cells = []
+    for m in metrics:
+        text = w[key].get(m["key"], "") if m["better"] else ""
+        best = w["best_peer"].get(m["key"]) if with_peer else None
+        cells.append(f"{text} ({best['lib']})" if best and text != "-" else text)
+    return cells
+
+
+def _summary_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
+    return [
+        [r["workload"], r["metric"], r["aiomp"], r["best_peer"], r["ratio"], r["target"], _met(r["met"])] for r in rows
+    ]
+
+
+SUMMARY_HEADERS = ["workload", "figure", "aiomp", "best peer", "ratio", "target", "met"]
 
 
 def _met(met: bool | None) -> str:
     return "-" if met is None else ("met" if met else "NOT MET")
 
 
-# --- JSON -----------------------------------------------------------------------------------------
+def workload_text(name: str, w: dict[str, Any]) -> str:
+    headers, body = _rows(w)
+    better = [f"{m['label']}: {m['better']} is better" for m in w["metrics"] if m["better"]]
+    parts = [f"== {name}: {w['title']}", table(headers, body)]
+    parts += [f"({'; '.join(better)})" if better else "", *(f"note: {n}" for n in w["notes"])]
+    return "\n".join(p for p in parts if p)
 
 
-def to_json(meta: dict[str, Any], results: Sequence[WorkloadResult], summary: Sequence[SummaryRow]) -> dict[str, Any]:
-    return {
-        "meta": meta,
-        "workloads": {r.name: _workload_json(r) for r in results},
-        "summary": [asdict(s) for s in summary],
-    }
+def summary_text(summary: Sequence[dict[str, Any]]) -> str:
+    return "== summary (ratio = aiomp / best peer)\n" + table(SUMMARY_HEADERS, _summary_rows(summary))
 
 
-def _workload_json(result: WorkloadResult) -> dict[str, Any]:
-    metrics = [
-        {"key": m.key, "label": m.label, "better": m.better, "target": m.target.text if m.target else None}
-        for m in result.metrics
+def setting(meta: dict[str, Any]) -> str:
+    cfg = meta.get("config", {})
+    quick = ", --quick" if cfg.get("quick") else ""
+    return f"{cfg.get('loop')}, {cfg.get('start_method')}, {cfg.get('processes')} processes{quick}"
+
+
+def plot_name(name: str, meta: dict[str, Any]) -> str:
+    """The PNG of one workload's plot (``--plot``, ``plot``): ``<workload>-<loop>-<start method>.png``."""
+    cfg = meta.get("config", {})
+    return f"{name}-{cfg.get('loop')}-{cfg.get('start_method')}.png"
+
+
+def markdown(data: dict[str, Any], level: int = 3, img: str | None = "img") -> str:
+    """One file's results in docs/performance.md's format: per workload its table and notes, then the
+    targets, and the plot (``img``: the folder of the PNGs relative to the page; None: no plots)."""
+    meta, hashes = data["meta"], "#" * level
+    out = [
+        f"{hashes} {', '.join(meta.get('suites', []))}: {setting(meta)}",
+        f"Run {meta.get('started')}, aiomp commit {meta.get('commit')}, "
+        f"`{meta.get('command')}`; the machine {meta.get('load_before', {}).get('cpu_busy_percent_1s', '?')}% busy "
+        "before the run.",
     ]
-    best = {m.key: best_peer(result, m) for m in result.metrics if m.better is not None}
-    return {
-        "title": result.title,
-        "metrics": metrics,
-        "notes": result.notes,
-        "results": {c.lib: asdict(c) for c in result.cells},
-        "best_peer": {k: {"lib": v[0], "value": v[1]} if v else None for k, v in best.items()},
-    }
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    for name, w in data["workloads"].items():
+        headers, body = _rows(w)
+        out += [f"{hashes}# {name}: {w['title']}", markdown_table(headers, body)]
+        out += [f"- {n}" for n in w["notes"]]
+        mine = [r for r in data["summary"] if r["workload"] == name]
+        if mine:
+            out.append(markdown_table(SUMMARY_HEADERS, _summary_rows(mine)))
+        if img is not None and any(m["better"] for m in w["metrics"]):
+            out.append(f"![{name}, {setting(meta)}]({img}/{plot_name(name, meta)})")
+    return "\n\n".join(out) + "\n"

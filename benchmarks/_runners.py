@@ -12,18 +12,21 @@ import concurrent.futures
 import contextlib
 import importlib.util
 import multiprocessing.pool
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import anyio
 import anyio.to_process
 import anyio.to_thread
+import sniffio
 
 from benchmarks import _work
 from benchmarks._config import Config
-from benchmarks._threads import in_daemon_thread, settle
+
+T = TypeVar("T")
 
 #: How long a graceful close or a terminate may take before the process reaper steps in.
 STOP_TIMEOUT = 10.0
@@ -33,6 +36,24 @@ def chunksize_for(n_items: int, processes: int) -> int:
     """``multiprocessing.Pool.map``'s default chunk size, reused for ``ProcessPoolExecutor.map``."""
     chunks, extra = divmod(n_items, processes * 4)
     return max(1, chunks + bool(extra))
+
+
+async def in_daemon_thread(fn: Callable[[], T], timeout: float) -> T:
+    """Run ``fn()`` in a new daemon thread; raise ``TimeoutError`` after ``timeout`` seconds.
+
+    ``anyio.to_thread`` threads are not daemons: one stuck in a hung library call (a hung pool's
+    ``join``) would keep the interpreter from exiting. A daemon thread can be abandoned."""
+    reply = _Reply()
+
+    def target() -> None:
+        try:
+            reply.ok(fn())
+        except BaseException as exc:
+            reply.failed(exc)
+
+    threading.Thread(target=target, name=f"bench-{getattr(fn, '__name__', 'call')}", daemon=True).start()
+    with anyio.fail_after(timeout):
+        return await reply.wait()  # type: ignore[no-any-return]
 
 
 class Runner:
@@ -50,7 +71,16 @@ class Runner:
         raise NotImplementedError
 
     async def map(self, func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-        raise NotImplementedError
+        """One ``apply`` per item, all at once (libraries without a map of their own)."""
+        results: list[Any] = [None] * len(items)
+
+        async def one(i: int, x: Any) -> None:
+            results[i] = await self.apply(func, (x,))
+
+        async with anyio.create_task_group() as tg:
+            for i, x in enumerate(items):
+                tg.start_soon(one, i, x)
+        return results
 
     async def apply(self, func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         raise NotImplementedError
@@ -98,10 +128,41 @@ class AiompRunner(Runner):
         return await self._pool.apply(func, args)
 
 
-def _from_thread(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], value: Any, failed: bool) -> None:
-    exc = value if failed else None
-    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-        loop.call_soon_threadsafe(settle, fut, None if failed else value, exc)
+def loop_caller() -> Callable[..., Any]:
+    """``call(fn, *args)``, safe from any thread: runs ``fn(*args)`` soon on this event loop's thread."""
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        return trio.lowlevel.current_trio_token().run_sync_soon
+    return asyncio.get_running_loop().call_soon_threadsafe
+
+
+class _Reply:
+    """A result that a library's own thread delivers, awaited on any event loop."""
+
+    def __init__(self) -> None:
+        self._call = loop_caller()
+        self._event = anyio.Event()
+        self._outcome: tuple[Any, BaseException | None] = (None, None)
+
+    def _set(self, value: Any, exc: BaseException | None) -> None:
+        self._outcome = (value, exc)
+        self._event.set()
+
+    def ok(self, value: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self._call(self._set, value, None)
+
+    def failed(self, exc: BaseException) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._call(self._set, None, exc)
+
+    async def wait(self) -> Any:
+        await self._event.wait()
+        value, exc = self._outcome
+        if exc is not None:
+            raise exc
+        return value
 
 
 class MpPoolRunner(Runner):
@@ -126,15 +187,9 @@ class MpPoolRunner(Runner):
         return await anyio.to_thread.run_sync(self._pool.map, func, items, abandon_on_cancel=True)
 
     async def apply(self, func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._pool.apply_async(
-            func,
-            args,
-            callback=partial(_from_thread, loop, fut, failed=False),
-            error_callback=partial(_from_thread, loop, fut, failed=True),
-        )
-        return await fut
+        reply = _Reply()
+        self._pool.apply_async(func, args, callback=reply.ok, error_callback=reply.failed)
+        return await reply.wait()
 
 
 class PPERunner(Runner):
@@ -163,10 +218,20 @@ class PPERunner(Runner):
 
 
 class PPEChunkedRunner(PPERunner):
-    """``ProcessPoolExecutor.map`` with ``multiprocessing.Pool``'s chunk size, from a thread."""
+    """``ProcessPoolExecutor.map`` with ``multiprocessing.Pool``'s chunk size, from a thread (any event loop)."""
 
     name = "PPE chunked"
     per_item = False
+
+    async def apply(self, func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        reply = _Reply()
+
+        def done(fut: concurrent.futures.Future[Any]) -> None:
+            exc = fut.exception()
+            reply.ok(fut.result()) if exc is None else reply.failed(exc)
+
+        self._ex.submit(func, *args).add_done_callback(done)
+        return await reply.wait()
 
     async def map(self, func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         chunksize = chunksize_for(len(items), self.processes)
@@ -219,7 +284,7 @@ class AiomultiprocessRunner(Runner):
 
 def start_shared_helpers(cfg: Config) -> None:
     """aiomultiprocess keeps one manager process for its whole life: start it before any pool is counted."""
-    if missing_module("aiomultiprocess"):
+    if skip_reason("aiomultiprocess", cfg.loop):
         return
     import aiomultiprocess.core  # type: ignore[import-untyped, unused-ignore]
 
@@ -239,24 +304,32 @@ class AnyioRunner(Runner):
         self._limiter = anyio.CapacityLimiter(self.processes)
         yield self
 
-    async def map(self, func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-        results: list[Any] = [None] * len(items)
-
-        async def one(i: int, x: Any) -> None:
-            results[i] = await anyio.to_process.run_sync(func, x, limiter=self._limiter, cancellable=True)
-
-        async with anyio.create_task_group() as tg:
-            for i, x in enumerate(items):
-                tg.start_soon(one, i, x)
-        return results
-
     async def apply(self, func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         return await anyio.to_process.run_sync(func, *args, limiter=self._limiter, cancellable=True)
 
 
+class TrioParallelRunner(Runner):
+    """``trio_parallel``: a worker context of the start method, ``run_sync(kill_on_cancel=True)`` per call."""
+
+    name = "trio-parallel"
+    per_item = True
+
+    @asynccontextmanager
+    async def opened(self) -> AsyncIterator[TrioParallelRunner]:
+        import trio
+        import trio_parallel
+
+        worker_type = trio_parallel.WorkerType(self.cfg.start_method)
+        async with trio_parallel.open_worker_context(worker_type=worker_type, grace_period=STOP_TIMEOUT) as ctx:
+            self._ctx, self._limiter = ctx, trio.CapacityLimiter(self.processes)
+            yield self
+
+    async def apply(self, func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        return await self._ctx.run_sync(func, *args, kill_on_cancel=True, limiter=self._limiter)
+
+
 RUNNERS: dict[str, type[Runner]] = {
     "serial": SerialRunner,
-    "idle": SerialRunner,
     "aiomp": AiompRunner,
     "mp.Pool": MpPoolRunner,
     "PPE": PPERunner,
@@ -264,28 +337,34 @@ RUNNERS: dict[str, type[Runner]] = {
     "PPE chunked": PPEChunkedRunner,
     "aiomultiprocess": AiomultiprocessRunner,
     "anyio": AnyioRunner,
-    # no pool: bigmsg's rows, whose queues and pipes come from benchmarks.primitives' kits
-    "mp to_thread": SerialRunner,
-    "aioprocessing": SerialRunner,
-    # no pool either: the dask workload's peers, which it drives itself (workloads/dask.py)
-    "client.map": SerialRunner,
-    "client.submit": SerialRunner,
+    "trio-parallel": TrioParallelRunner,
 }
 
 #: The module a row needs: without it the row is skipped (and says so), not failed.
 REQUIRES = {
     "aiomultiprocess": "aiomultiprocess",
     "aioprocessing": "aioprocessing",
+    "trio-parallel": "trio_parallel",
     "client.map": "distributed",
     "client.submit": "distributed",
 }
+#: Rows that only run on one kind of event loop (asyncio covers uvloop).
+ASYNCIO_ONLY = {"PPE", "PPE per item", "aiomultiprocess", "aioprocessing", "cookbook", "client.map", "client.submit"}
+TRIO_ONLY = {"trio-parallel"}
 
 
-def missing_module(label: str) -> str | None:
-    """The module that row ``label`` needs if it is not installed, else None."""
+def skip_reason(label: str, loop: str) -> str | None:
+    """Why row ``label`` cannot run here (a module is missing, or it needs another event loop), else None."""
+    if label in ASYNCIO_ONLY and loop == "trio":
+        return "needs asyncio: skipped on trio"
+    if label in TRIO_ONLY and loop != "trio":
+        return "trio's peer: runs with --loop trio"
     module = REQUIRES.get(label)
-    return module if module is not None and importlib.util.find_spec(module) is None else None
+    if module is not None and importlib.util.find_spec(module) is None:
+        return f"{module} not installed: skipped"
+    return None
 
 
 def make_runner(label: str, cfg: Config, processes: int) -> Runner:
-    return RUNNERS[label](cfg, processes, label)
+    """The pool adapter of row ``label``; rows that are not pools get the plain loop (and ignore it)."""
+    return RUNNERS.get(label, SerialRunner)(cfg, processes, label)

@@ -8,8 +8,8 @@ from typing import Literal
 
 Value = float | int | str | None
 
-#: Libraries that are floors or references, not peers: never the "best peer".
-NOT_PEERS = frozenset({"aiomp", "serial", "idle"})
+#: Rows that are floors or references, not peers: never the "best peer".
+NOT_PEERS = frozenset({"aiomp", "serial", "idle", "mp (sync)", "busy, no logs"})
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Cell:
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0  # wall time spent on this cell, set-up included
+    skipped: str | None = None  # why this row has no figures (not installed, needs asyncio...)
 
 
 @dataclass
@@ -58,6 +59,8 @@ class WorkloadResult:
     cells: list[Cell]
     notes: list[str] = field(default_factory=list)
     summarize: Callable[[WorkloadResult], list[SummaryRow]] | None = None
+    reference: str | None = None  # a floor row (serial, idle, mp (sync)): the table also gives aiomp / it
+    suite: str = ""  # set by the command line
 
     def cell(self, lib: str) -> Cell | None:
         return next((c for c in self.cells if c.lib == lib), None)

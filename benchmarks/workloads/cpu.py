@@ -7,15 +7,15 @@ from functools import partial
 
 from benchmarks import _work
 from benchmarks._config import Config
-from benchmarks._harness import Ctx, median, now, run_cell
+from benchmarks._harness import Ctx, median, now, rows
 from benchmarks._report import fmt_fixed
-from benchmarks._types import Metric, Target, WorkloadResult
+from benchmarks._types import Cell, Metric, Target, WorkloadResult
 
-LIBS = ["serial", "aiomp", "mp.Pool", "PPE chunked", "PPE per item", "aiomultiprocess", "anyio"]
+LIBS = ["serial", "aiomp", "mp.Pool", "PPE chunked", "PPE per item", "aiomultiprocess", "anyio", "trio-parallel"]
 METRICS = [
     Metric("efficiency", "efficiency", "higher", fmt_fixed(2), Target(">= 0.95", lambda a, b: a >= 0.95)),
     Metric("wall_s", "wall s (median)", None, fmt_fixed(3)),
-    Metric("serial_s", "serial s (best of 2)", None, fmt_fixed(3)),
+    Metric("serial_s", "serial s (best)", None, fmt_fixed(3)),
 ]
 
 
@@ -39,31 +39,37 @@ def _serial(work: list[int]) -> float:
 
 
 async def _measure(ctx: Ctx, work: list[int]) -> None:
-    """The parallel runs, with the serial loop timed just before and just after (the machine is shared: both
-    figures must see the same load); the faster of the two serial runs is the numerator."""
+    """One parallel run, with the serial loop timed just before and just after (the machine is shared: both
+    figures must see the same load); the fastest serial run is the numerator."""
     runner, cell = ctx.runner, ctx.cell
     serials = [_serial(work)]
     async with runner.opened():
         await runner.warm()
-        walls = []
-        for _ in range(ctx.cfg.repeats):
-            t0 = now()
-            await runner.map(_work.busy, work)
-            walls.append(now() - t0)
-        serials.append(_serial(work))
-        serial_s = min(serials)
-        processes = 1 if runner.label == "serial" else runner.processes
-        cell.samples.update(wall_s=walls, serial_s=serials)
-        cell.values.update(wall_s=median(walls), serial_s=serial_s, efficiency=serial_s / (median(walls) * processes))
+        t0 = now()
+        await runner.map(_work.busy, work)
+        cell.samples.setdefault("wall_s", []).append(now() - t0)
+    serials.append(_serial(work))
+    cell.samples.setdefault("serial_s", []).extend(serials)
+    cell.values["processes"] = 1 if runner.label == "serial" else runner.processes
+
+
+def _finish(row: Cell) -> None:
+    walls, serials, processes = row.samples.get("wall_s"), row.samples.get("serial_s"), row.values.get("processes")
+    if walls and serials and isinstance(processes, int):
+        wall, serial = median(walls), min(serials)
+        row.values.update(wall_s=wall, serial_s=serial, efficiency=serial / (wall * processes))
 
 
 def run(cfg: Config) -> WorkloadResult:
     n = calibrate(cfg.cpu_task_seconds)
     work = [n] * cfg.cpu_tasks
-    cells = [run_cell(cfg, lib, partial(_measure, work=work), tag="cpu") for lib in LIBS]
+    cells = rows(cfg, LIBS, partial(_measure, work=work), "cpu", finish=_finish)
     notes = [
         f"{cfg.cpu_tasks} tasks of busy({n:,}), about {cfg.cpu_task_seconds * 1e3:.0f} ms each; wall: median of "
-        f"{cfg.repeats} run(s); serial s: the faster of two serial loops timed just before and after that row's "
-        "parallel runs (the machine is shared); the serial row's efficiency is about 1 by definition"
+        f"{cfg.rounds} round(s); serial s: the fastest of the serial loops timed just before and after each of "
+        "that row's parallel runs (the machine is shared); the serial row's efficiency is about 1 by definition",
     ]
     return WorkloadResult("cpu", "parallel efficiency, serial / (wall x processes)", METRICS, cells, notes)
+
+
+WORKLOADS = {"cpu": run}

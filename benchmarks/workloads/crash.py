@@ -8,13 +8,13 @@ import anyio
 
 from benchmarks import _work
 from benchmarks._config import Config
-from benchmarks._harness import Ctx, error_types, run_cell
+from benchmarks._harness import Ctx, error_types, rows
 from benchmarks._procs import ProcessTracker
 from benchmarks._report import fmt_text
 from benchmarks._runners import Runner
 from benchmarks._types import Cell, Metric, SummaryRow, WorkloadResult
 
-LIBS = ["aiomp", "mp.Pool", "PPE", "aiomultiprocess", "anyio"]
+LIBS = ["aiomp", "mp.Pool", "PPE", "aiomultiprocess", "anyio", "trio-parallel"]
 CRASH_INDEX = 3  # early, so that most calls are still queued or running when the worker dies
 TASK_SECONDS = 0.05
 METRICS = [
@@ -135,7 +135,7 @@ def _met(cell: Cell | None, calls: int) -> bool:
 
 def _summarize(calls: int, result: WorkloadResult) -> list[SummaryRow]:
     mine = result.cell("aiomp")
-    peers = [c for c in result.cells if c.lib != "aiomp"]
+    peers = [c for c in result.cells if c.lib != "aiomp" and not c.skipped]
     best = max(peers, key=_score, default=None)
     return [
         SummaryRow(
@@ -152,7 +152,7 @@ def _summarize(calls: int, result: WorkloadResult) -> list[SummaryRow]:
 
 def run(cfg: Config) -> WorkloadResult:
     limit = 3 * cfg.hang_timeout + 30
-    cells = [run_cell(cfg, lib, _measure, timeout=limit, tag="crash") for lib in LIBS]
+    cells = rows(cfg, LIBS, _measure, "crash", rounds=1, timeout=limit)
     notes = [
         f"call #{CRASH_INDEX} of {cfg.crash_calls} exits its worker, each call sleeps {TASK_SECONDS * 1e3:.0f} "
         f"ms; a call with no answer after {cfg.hang_timeout:g} s counts as hung; 'pool afterwards' = "
@@ -161,3 +161,6 @@ def run(cfg: Config) -> WorkloadResult:
     return WorkloadResult(
         "crash", "one worker dies mid-task", METRICS, cells, notes, summarize=lambda r: _summarize(cfg.crash_calls, r)
     )
+
+
+WORKLOADS = {"crash": run}

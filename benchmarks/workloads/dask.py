@@ -26,7 +26,7 @@ from typing import Any
 
 from benchmarks import _work
 from benchmarks._config import Config
-from benchmarks._harness import Ctx, now, run_cell, skipped
+from benchmarks._harness import Ctx, now, rows, skipped
 from benchmarks._report import fmt_fixed, fmt_rate, fmt_text
 from benchmarks._types import Metric, Target, WorkloadResult
 from benchmarks.workloads.cpu import calibrate
@@ -143,7 +143,7 @@ def run(cfg: Config) -> WorkloadResult:
         )
         address = cluster.scheduler_address
         measure = partial(_measure, address=address, work=work)
-        cells = [run_cell(cfg, lib, measure, timeout=CELL_TIMEOUT, tag="dask") for lib in LIBS]
+        cells = rows(cfg, LIBS, measure, "dask", rounds=1, timeout=CELL_TIMEOUT)
     serial = tasks * _task_seconds(n)
     for cell in cells:
         wall = cell.values.get("cpu_wall_s")
@@ -158,3 +158,6 @@ def run(cfg: Config) -> WorkloadResult:
         f"{tasks:,} x one task's serial time ({serial / tasks * 1e3:.1f} ms, best of 5) / (wall x {WORKERS})",
     ]
     return result
+
+
+WORKLOADS = {"dask": run}

@@ -9,11 +9,11 @@ from typing import Any
 
 from benchmarks import _work
 from benchmarks._config import Config
-from benchmarks._harness import Ctx, median, now, run_cell, skipped, ticking
+from benchmarks._harness import Ctx, median, now, rows, skipped, ticking
 from benchmarks._report import fmt_fixed
-from benchmarks._types import Metric, Target, WorkloadResult
+from benchmarks._types import Cell, Metric, Target, WorkloadResult
 
-LIBS = ["aiomp", "mp.Pool", "PPE", "aiomultiprocess", "anyio"]
+LIBS = ["aiomp", "mp.Pool", "PPE", "aiomultiprocess", "anyio", "trio-parallel"]
 TITLE = "NumPy arrays through a pool, GB/s (GB = 1e9 bytes)"
 GB = 1e9
 MIB = 2**20
@@ -42,21 +42,15 @@ def _check_echoes(arrays: list[Any], out: list[Any]) -> None:
 async def _figure(
     ctx: Ctx, name: str, func: Callable[[Any], Any], check: Callable[[list[Any]], None], arrays: list[Any], moved: int
 ) -> None:
-    """One warm-up map, then ``repeats`` timed maps with the loop-lag ticker running."""
+    """One warm-up map, then one timed map with the loop-lag ticker running."""
     runner, cell = ctx.runner, ctx.cell
     check(await runner.map(func, arrays))
-    times: list[float] = []
-    lags: list[float] = []
+    lags = cell.samples.setdefault(f"{name}_lag_s", [])
     async with ticking(lags):
-        for _ in range(ctx.cfg.repeats):
-            t0 = now()
-            out = await runner.map(func, arrays)
-            times.append(now() - t0)
-            check(out)
-            del out  # the next map does not find this one's arrays still alive
-    cell.samples.update({f"{name}_s": times, f"{name}_lag_s": lags})
-    cell.values[f"{name}_gbps"] = moved / median(times) / GB
-    cell.values[f"{name}_lag_max_ms"] = max(lags, default=0.0) * 1e3
+        t0 = now()
+        out = await runner.map(func, arrays)
+        cell.samples.setdefault(f"{name}_gbps", []).append(moved / (now() - t0) / GB)
+    check(out)
 
 
 async def _measure(ctx: Ctx, arrays: list[Any], sums: list[float]) -> None:
@@ -67,6 +61,13 @@ async def _measure(ctx: Ctx, arrays: list[Any], sums: list[float]) -> None:
         await _figure(ctx, "echo", _work.echo, partial(_check_echoes, arrays), arrays, 2 * sent)
 
 
+def _finish(row: Cell) -> None:
+    for name in ("sum", "echo"):
+        if row.samples.get(f"{name}_gbps"):
+            row.values[f"{name}_gbps"] = median(row.samples[f"{name}_gbps"])
+            row.values[f"{name}_lag_max_ms"] = max(row.samples[f"{name}_lag_s"], default=0.0) * 1e3
+
+
 def run(cfg: Config) -> WorkloadResult:
     try:
         import numpy as np
@@ -75,14 +76,17 @@ def run(cfg: Config) -> WorkloadResult:
     rng = np.random.default_rng(0)
     arrays = [rng.random(cfg.payload_mib * MIB // 8) for _ in range(cfg.payload_arrays)]
     sums = [float(a.sum()) for a in arrays]
-    cells = [run_cell(cfg, lib, partial(_measure, arrays=arrays, sums=sums), tag="payload") for lib in LIBS]
+    cells = rows(cfg, LIBS, partial(_measure, arrays=arrays, sums=sums), "payload", finish=_finish)
     total = cfg.payload_arrays * cfg.payload_mib
     notes = [
         f"{cfg.payload_arrays} float64 arrays of {cfg.payload_mib} MiB ({total} MiB), made once before timing; "
-        f"pool of {cfg.processes}; median of {cfg.repeats} timed map(s) after one warm-up map",
+        f"pool of {cfg.processes}; median of {cfg.rounds} round(s), each one timed map after one warm-up map",
         f"GB/s counts array bytes, GB = 1e9 bytes: sum = the arrays sent ({total} MiB per map), echo = sent + "
         f"returned ({2 * total} MiB per map); echo's parent checks each result's first and last items",
         "lag max: the 1 ms ticker's worst lateness during the timed maps (target for 256 MiB through a pool); "
         "mp.Pool: map in a thread; PPE: run_in_executor per array; anyio: to_process.run_sync per array",
     ]
     return WorkloadResult("payload", TITLE, METRICS, cells, notes)
+
+
+WORKLOADS = {"payload": run}
