@@ -214,6 +214,8 @@ def workload_text(name: str, w: dict[str, Any]) -> str:
 
 
 def summary_text(summary: Sequence[dict[str, Any]]) -> str:
+    if not summary:
+        return "== summary: no target of BENCHMARKS.md in these workloads"
     return "== summary (ratio = aiomp / best peer)\n" + table(SUMMARY_HEADERS, _summary_rows(summary))
 
 

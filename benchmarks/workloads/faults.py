@@ -408,11 +408,12 @@ def parent_ends(cfg: Config, library: str, how: str, cell: Cell) -> None:
         cell.notes.append(f"{how}: exit code {code}")
     if how == "SIGINT":
         tracebacks = len(re.findall(r"^Traceback \(most recent call last\):", err, re.M))
+        reports = tracebacks - len(re.findall(r"^(During handling of|The above exception was)", err, re.M))
         worker = re.search(r"^Process \S+:$|aiomp-worker|, in a?stall$", err, re.M) is not None
         tracker = "resource_tracker" in err or "leaked" in err
-        text = f"{tracebacks} Traceback" + ", from a worker" * worker + ", tracker complained" * tracker
+        text = f"{reports} report(s)" + ", from a worker" * worker + ", tracker complained" * tracker
         cell.values["ctrl_c"] = text
-        cell.values["ctrl_c_ok"] = text == "1 Traceback" or (library == "aiomp" and text == "0 Traceback")
+        cell.values["ctrl_c_ok"] = text == "1 report(s)"
 
 
 async def _exits(ctx: Ctx) -> None:
