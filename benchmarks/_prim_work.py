@@ -46,57 +46,38 @@ def _guard(ppid: int) -> None:
 # --- round trips ----------------------------------------------------------------------------------
 
 
+def _serve(get: Any, put: Any, ppid: int, delayed: bool) -> None:
+    """``put(get())`` until ``None`` (or the parent closing its end of a pipe); ``delayed``: each item is
+    ``(delay, payload)``, answered with ``payload`` after ``delay`` s."""
+    _guard(ppid)
+    try:
+        while (item := get()) is not None:
+            if delayed:
+                delay, item = item
+                time.sleep(delay)
+            put(item)
+    except EOFError:
+        return
+
+
 def echo_queue(q_in: Any, q_out: Any, ppid: int) -> None:
     """``while True: q_out.put(q_in.get())``; ``None`` ends it."""
-    _guard(ppid)
-    while True:
-        item = q_in.get()
-        if item is None:
-            return
-        q_out.put(item)
+    _serve(q_in.get, q_out.put, ppid, delayed=False)
 
 
 def echo_pipe(conn: Any, ppid: int) -> None:
     """``while True: conn.send(conn.recv())``; ``None`` or the parent closing its end ends it."""
-    _guard(ppid)
-    try:
-        while True:
-            item = conn.recv()
-            if item is None:
-                return
-            conn.send(item)
-    except EOFError:
-        return
-
-
-# --- waits (idle CPU) -----------------------------------------------------------------------------
+    _serve(conn.recv, conn.send, ppid, delayed=False)
 
 
 def delayed_echo_queue(q_in: Any, q_out: Any, ppid: int) -> None:
-    """Each item is ``(delay, payload)``: sleep ``delay`` s, then put ``payload`` on ``q_out``."""
-    _guard(ppid)
-    while True:
-        item = q_in.get()
-        if item is None:
-            return
-        delay, payload = item
-        time.sleep(delay)
-        q_out.put(payload)
+    """Each item is ``(delay, payload)``: sleep ``delay`` s, then put ``payload`` on ``q_out`` (idle CPU)."""
+    _serve(q_in.get, q_out.put, ppid, delayed=True)
 
 
 def delayed_echo_pipe(conn: Any, ppid: int) -> None:
-    """Each message is ``(delay, payload)``: sleep ``delay`` s, then send ``payload`` back."""
-    _guard(ppid)
-    try:
-        while True:
-            item = conn.recv()
-            if item is None:
-                return
-            delay, payload = item
-            time.sleep(delay)
-            conn.send(payload)
-    except EOFError:
-        return
+    """Each message is ``(delay, payload)``: sleep ``delay`` s, then send ``payload`` back (idle CPU)."""
+    _serve(conn.recv, conn.send, ppid, delayed=True)
 
 
 # --- lock hand-off and event wake-up --------------------------------------------------------------

@@ -92,18 +92,19 @@ class Kit:
 
     def __init__(self, cfg: Config, cell: Cell) -> None:
         self.cfg, self.cell, self.ctx = cfg, cell, cfg.context
+        self.lib: Any = self.ctx  # what makes the primitives: the stdlib's context, or aiomp
 
     def queue(self) -> Any:
-        return self.ctx.Queue()
+        return self.lib.Queue()
 
     def pipe(self) -> Any:
-        return self.ctx.Pipe()
+        return self.lib.Pipe()
 
     def lock(self) -> Any:
-        return self.ctx.Lock()
+        return self.lib.Lock()
 
     def event(self) -> Any:
-        return self.ctx.Event()
+        return self.lib.Event()
 
     def raw(self, obj: Any) -> Any:
         """The object passed to the child, and used for blocking calls in the parent."""
@@ -128,32 +129,17 @@ class Kit:
                 return
         raise RuntimeError(f"child {p.pid} still alive after SIGKILL")
 
-    async def put(self, q: Any, x: Any) -> None:
-        q.put(x)
-
-    async def get(self, q: Any) -> Any:
-        return q.get(timeout=STATE_TIMEOUT)
-
-    async def send(self, c: Any, x: Any) -> None:
-        c.send(x)
-
-    async def recv(self, c: Any) -> Any:
-        if not c.poll(STATE_TIMEOUT):
+    async def call(self, obj: Any, verb: str, *args: Any) -> Any:
+        """``obj``'s ``put``, ``get``, ``send``, ``recv``, ``acquire`` or ``wait``, awaited the library's way:
+        here the stdlib's blocking method, straight from the event loop's thread, bounded."""
+        if verb == "recv" and not obj.poll(STATE_TIMEOUT):
             raise TimeoutError(f"no message within {STATE_TIMEOUT:.0f} s")
-        return c.recv()
-
-    async def acquire(self, lock: Any) -> bool:
-        return bool(lock.acquire(timeout=STATE_TIMEOUT))
-
-    def release(self, lock: Any) -> None:
-        lock.release()
-
-    async def wait(self, event: Any) -> bool:
-        return bool(event.wait(STATE_TIMEOUT))
+        bounded = {"timeout": STATE_TIMEOUT} if verb in ("get", "acquire", "wait") else {}
+        return getattr(obj, verb)(*args, **bounded)
 
     # clean-up: stop a child gracefully, close, and unblock threads a cancelled call left waiting
     async def stop_item(self, q: Any) -> None:
-        self.raw(q).put(None)
+        await self.call(q, "put", None)
 
     def close_queue(self, q: Any) -> None:
         _close_mp_queue(self.raw(q))
@@ -177,23 +163,8 @@ class Kit:
 class ThreadKit(Kit):
     """The stdlib's blocking calls through ``anyio.to_thread.run_sync`` (what a trio user would write)."""
 
-    async def put(self, q: Any, x: Any) -> None:
-        await anyio.to_thread.run_sync(q.put, x, abandon_on_cancel=True)
-
-    async def get(self, q: Any) -> Any:
-        return await anyio.to_thread.run_sync(q.get, abandon_on_cancel=True)
-
-    async def send(self, c: Any, x: Any) -> None:
-        await anyio.to_thread.run_sync(c.send, x, abandon_on_cancel=True)
-
-    async def recv(self, c: Any) -> Any:
-        return await anyio.to_thread.run_sync(c.recv, abandon_on_cancel=True)
-
-    async def acquire(self, lock: Any) -> bool:
-        return bool(await anyio.to_thread.run_sync(lock.acquire, abandon_on_cancel=True))
-
-    async def wait(self, event: Any) -> bool:
-        return bool(await anyio.to_thread.run_sync(event.wait, abandon_on_cancel=True))
+    async def call(self, obj: Any, verb: str, *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(getattr(obj, verb), *args, abandon_on_cancel=True)
 
 
 class AioprocessingKit(Kit):
@@ -220,28 +191,16 @@ class AioprocessingKit(Kit):
     def raw(self, obj: Any) -> Any:
         return obj._obj
 
-    async def put(self, q: Any, x: Any) -> None:
-        await q.coro_put(x)
-
-    async def get(self, q: Any) -> Any:
-        return await q.coro_get()
-
-    async def send(self, c: Any, x: Any) -> None:
-        await c.coro_send(x)
-
-    async def recv(self, c: Any) -> Any:
-        return await c.coro_recv()
-
-    async def acquire(self, lock: Any) -> bool:
-        return bool(await lock.coro_acquire())
-
-    async def wait(self, event: Any) -> bool:
-        return bool(await event.coro_wait())
+    async def call(self, obj: Any, verb: str, *args: Any) -> Any:
+        return await getattr(obj, f"coro_{verb}")(*args)
 
     def dispose(self, obj: Any) -> None:
         executor = obj.__dict__.get("_executor")
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
+
+
+AIOMP_CALLS = {"put": "aput", "get": "aget", "send": "asend", "recv": "arecv", "acquire": "aacquire", "wait": "await_"}
 
 
 class AiompKit(Kit):
@@ -252,18 +211,6 @@ class AiompKit(Kit):
         import aiomp
 
         self.lib = aiomp
-
-    def queue(self) -> Any:
-        return self.lib.Queue()
-
-    def pipe(self) -> Any:
-        return self.lib.Pipe()
-
-    def lock(self) -> Any:
-        return self.lib.Lock()
-
-    def event(self) -> Any:
-        return self.lib.Event()
 
     async def start(self, target: Callable[..., None], *args: Any) -> Any:
         p = self.lib.Process(target=target, args=args, daemon=True, context=self.cfg.start_method)
@@ -280,26 +227,8 @@ class AiompKit(Kit):
                 return
         raise RuntimeError(f"aiomp child {p.pid} still alive after kill()")
 
-    async def put(self, q: Any, x: Any) -> None:
-        await q.aput(x)
-
-    async def get(self, q: Any) -> Any:
-        return await q.aget()
-
-    async def send(self, c: Any, x: Any) -> None:
-        await c.asend(x)
-
-    async def recv(self, c: Any) -> Any:
-        return await c.arecv()
-
-    async def acquire(self, lock: Any) -> bool:
-        return bool(await lock.aacquire())
-
-    async def wait(self, event: Any) -> bool:
-        return bool(await event.await_())
-
-    async def stop_item(self, q: Any) -> None:
-        await q.aput(None)
+    async def call(self, obj: Any, verb: str, *args: Any) -> Any:
+        return await getattr(obj, AIOMP_CALLS[verb])(*args)
 
     def close_queue(self, q: Any) -> None:
         getattr(q, "cancel_join_thread", lambda: None)()
@@ -338,8 +267,8 @@ async def open_echo(kind: str, kit: Kit, cleanup: Cleanup, delayed: bool = False
         cleanup.push(kit.stop_item, q1)
 
         async def one(x: Any) -> Any:
-            await kit.put(q1, x)
-            return await kit.get(q2)
+            await kit.call(q1, "put", x)
+            return await kit.call(q2, "get")
 
         return one
     a, b = kit.pipe()
@@ -348,11 +277,11 @@ async def open_echo(kind: str, kit: Kit, cleanup: Cleanup, delayed: bool = False
     p = await kit.start(work.delayed_echo_pipe if delayed else work.echo_pipe, kit.raw(b), ppid)
     kit.close_conn(b)  # the child's end: once the child is gone, a pending recv sees EOF
     cleanup.push(kit.stop, p)
-    cleanup.push(kit.send, a, None)
+    cleanup.push(kit.call, a, "send", None)
 
     async def trip(x: Any) -> Any:
-        await kit.send(a, x)
-        return await kit.recv(a)
+        await kit.call(a, "send", x)
+        return await kit.call(a, "recv")
 
     return trip
 
@@ -404,10 +333,10 @@ async def open_lock(kit: Kit, cleanup: Cleanup) -> Callable[[int, float], Awaita
         if held.value < 0:
             raise RuntimeError("the child could not take the lock")
         before, entered = _usage(), ns()
-        if not await kit.acquire(lock):
+        if not await kit.call(lock, "acquire"):
             raise RuntimeError("acquire returned False")
         returned, after = ns(), _usage()
-        kit.release(lock)
+        lock.release()
         return Wait(entered, returned, stamp.value, before, after)
 
     return handoff
@@ -429,7 +358,7 @@ async def open_event(kit: Kit, cleanup: Cleanup) -> Callable[[int, float], Await
         event.clear()
         ctrl.send((seq, delay))
         before, entered = _usage(), ns()
-        if not await kit.wait(event):
+        if not await kit.call(event, "wait"):
             raise RuntimeError("wait returned False")
         returned, after = ns(), _usage()
         return Wait(entered, returned, stamp.value, before, after)
