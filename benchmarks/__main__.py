@@ -181,11 +181,11 @@ def report(argv: list[str]) -> int:
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--markdown", action="store_true", help="in docs/performance.md's format, to paste there")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown([read_json(path) for path in args.files]))
+        return 0
     for path in args.files:
         data = read_json(path)
-        if args.markdown:
-            print(markdown(data))
-            continue
         print(f"# {path}: {', '.join(data['meta']['suites'])}, {data['meta']['command']}\n")
         for name, w in data["workloads"].items():
             print(workload_text(name, w) + "\n")

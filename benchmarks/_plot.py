@@ -55,8 +55,16 @@ def _bars(ax: Any, w: dict[str, Any], libs: list[str], metric: dict[str, Any], l
     ax.set_yticks(list(y), libs if labels else [""] * len(libs), fontsize=8)
     ax.invert_yaxis()
     top = max(values, default=0.0) or 1.0
-    ax.set_xlim(0, top * 1.35)
+    low = min((v for v in values if v > 0), default=top)
+    log = top / low > 100  # tasks/s from 2k to 5M: a log scale keeps the small bars visible
+    if log:
+        ax.set_xscale("log")
+        ax.set_xlim(low / 2, top * 8)
+    else:
+        ax.set_xlim(0, top * 1.35)
     for yi, v, text in zip(y, values, texts, strict=True):
-        ax.text(v + top * 0.02, yi, text, va="center", fontsize=7)
-    ax.set_title(f"{metric['label']}\n({metric['better']} is better)", fontsize=8)
+        x = max(v, low / 2) * 1.15 if log else v + top * 0.02
+        ax.text(x, yi, text, va="center", fontsize=7)
+    scale = ", log scale" if log else ""
+    ax.set_title(f"{metric['label']}\n({metric['better']} is better{scale})", fontsize=8)
     ax.tick_params(axis="x", labelsize=7)

@@ -231,23 +231,35 @@ def plot_name(name: str, meta: dict[str, Any]) -> str:
     return f"{name}-{cfg.get('loop')}-{cfg.get('start_method')}.png"
 
 
-def markdown(data: dict[str, Any], level: int = 3, img: str | None = "img") -> str:
-    """One file's results in docs/performance.md's format: per workload its table and notes, then the
-    targets, and the plot (``img``: the folder of the PNGs relative to the page; None: no plots)."""
-    meta, hashes = data["meta"], "#" * level
+def markdown(files: Sequence[dict[str, Any]], img: str | None = "img") -> str:
+    """Saved results in docs/performance.md's format: a section per suite (``##``), in it one part per
+    run (``###``: loop, start method), and per workload (``####``) its table, notes, targets and plot
+    (``img``: the folder of the PNGs relative to the page; None: no plots)."""
+    suites = dict.fromkeys(w["suite"] for data in files for w in data["workloads"].values())
+    out = []
+    for suite in suites:
+        out.append(f"## {suite}")
+        for data in files:
+            mine = {name: w for name, w in data["workloads"].items() if w["suite"] == suite}
+            if mine:
+                out += _markdown_run(data, mine, img)
+    return "\n\n".join(out) + "\n"
+
+
+def _markdown_run(data: dict[str, Any], workloads: dict[str, Any], img: str | None) -> list[str]:
+    meta = data["meta"]
+    busy = meta.get("load_before", {}).get("cpu_busy_percent_1s", "?")
     out = [
-        f"{hashes} {', '.join(meta.get('suites', []))}: {setting(meta)}",
-        f"Run {meta.get('started')}, aiomp commit {meta.get('commit')}, "
-        f"`{meta.get('command')}`; the machine {meta.get('load_before', {}).get('cpu_busy_percent_1s', '?')}% busy "
-        "before the run.",
+        f"### {setting(meta)}",
+        f"`{meta.get('command')}`, {meta.get('started')}, aiomp {meta.get('commit')}; the machine was {busy}% busy "
+        "just before the run.",
     ]
-    for name, w in data["workloads"].items():
+    for name, w in workloads.items():
         headers, body = _rows(w)
-        out += [f"{hashes}# {name}: {w['title']}", markdown_table(headers, body)]
-        out += [f"- {n}" for n in w["notes"]]
-        mine = [r for r in data["summary"] if r["workload"] == name]
-        if mine:
-            out.append(markdown_table(SUMMARY_HEADERS, _summary_rows(mine)))
+        out += [f"#### {name}: {w['title']}", markdown_table(headers, body), "\n".join(f"- {n}" for n in w["notes"])]
+        targets = [r for r in data["summary"] if r["workload"] == name]
+        if targets:
+            out.append(markdown_table(SUMMARY_HEADERS, _summary_rows(targets)))
         if img is not None and any(m["better"] for m in w["metrics"]):
             out.append(f"![{name}, {setting(meta)}]({img}/{plot_name(name, meta)})")
-    return "\n\n".join(out) + "\n"
+    return out
