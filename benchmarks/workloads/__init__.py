@@ -25,6 +25,7 @@ from benchmarks.workloads import (
     primitives,
     startup,
     tiny,
+    web,
 )
 
 Workload = Callable[[Config], WorkloadResult]
@@ -41,6 +42,7 @@ SUITES: dict[str, dict[str, Workload]] = {
     "faults": _suite(crash, cancel, faults),
     "payload": _suite(payload, bigmsg),
     "dask": _suite(dask),
+    "web": _suite(web),
 }
 
 
