@@ -27,9 +27,8 @@ response is complete (a final ``http.response.body``), so that work the app does
 its response, such as Starlette's background tasks, is not cancelled.
 
 Only ``http`` scopes are watched; ``websocket`` and ``lifespan`` pass through. The
-cancellation is anyio's, so this works under asyncio, uvloop and trio servers
-(uvicorn, Hypercorn, Granian's ASGI mode). Each cancelled request is logged at INFO on
-the ``aiomp.asgi`` logger.
+cancellation is anyio's, so this works on asyncio, uvloop and trio. Each cancelled
+request is logged at INFO on the ``aiomp.asgi`` logger.
 """
 
 from __future__ import annotations
