@@ -6,6 +6,7 @@ Run it with ``python examples/web_server.py`` (``--port 8000``, ``--processes N`
     curl 'localhost:8000/fib?n=27'             # computed in a worker process
     curl localhost:8000/health                 # answers at once, however busy the workers are
     curl 'localhost:8000/spin?seconds=30&timeout=1'   # 504: the worker is stopped after 1 s
+    curl --data-binary @README.md localhost:8000/wordcount   # a request body, to a worker
     curl localhost:8000/crash                  # 500 WorkerDiedError; the server goes on
     curl localhost:8000/stats                  # Pool.statistics()
 
@@ -68,6 +69,10 @@ def spin(seconds: float) -> float:
     while time.monotonic() < deadline:
         sum(range(10_000))
     return seconds
+
+
+def count_words(text: str) -> int:
+    return len(text.split())
 
 
 def crash() -> None:
@@ -177,6 +182,12 @@ async def spin_endpoint(request: Request) -> JSONResponse:
     return JSONResponse({"spun": seconds})
 
 
+async def wordcount_endpoint(request: Request) -> JSONResponse:
+    text = (await request.body()).decode()  # the body reaches the handler through CancelOnDisconnect intact
+    words = await request.state.pool.apply(count_words, (text,), timeout=_timeout(request, 10.0))
+    return JSONResponse({"words": words})
+
+
 async def crash_endpoint(request: Request) -> JSONResponse:
     await request.state.pool.apply(crash)
     return JSONResponse({"crashed": False})  # not reached: the worker exits
@@ -204,6 +215,7 @@ def create_app(processes: int | None = None) -> Starlette:
         routes=[
             Route("/fib", fib_endpoint),
             Route("/spin", spin_endpoint),
+            Route("/wordcount", wordcount_endpoint, methods=["POST"]),
             Route("/crash", crash_endpoint),
             Route("/health", health),
             Route("/stats", stats),

@@ -376,6 +376,18 @@ def test_a_crashing_request_gets_a_500_and_the_server_goes_on(server: Server) ->
     anyio.run(main)
 
 
+def test_a_request_body_reaches_the_handler_whole(server: Server) -> None:
+    """A body of many chunks, more than CancelOnDisconnect reads ahead (64 KiB), arrives whole."""
+    text = " ".join(f"word{i}" for i in range(100_000))  # about 690 KB
+
+    async def main() -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as client:
+            answer = await client.post("/wordcount", content=text.encode())
+            assert (answer.status_code, answer.json()) == (200, {"words": 100_000})
+
+    anyio.run(main)
+
+
 def test_a_request_out_of_time_gets_a_504(server: Server) -> None:
     async def main() -> None:
         async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as client:
