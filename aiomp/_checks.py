@@ -100,12 +100,16 @@ def semaphore_value(name: str, value: object) -> int:
 
 
 def check_args(args: object) -> tuple[Any, ...]:
+    if type(args) is tuple:  # the usual case, without the ABC check
+        return args
     if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
         raise TypeError(f"args must be a tuple of arguments, not {type(args).__name__}")
     return tuple(args)
 
 
 def check_kwds(kwds: object, name: str = "kwds") -> dict[str, Any]:
+    if not kwds and type(kwds) is dict:  # the usual case: none (a fresh dict: callers may keep theirs)
+        return {}
     if not isinstance(kwds, Mapping):
         raise TypeError(f"{name} must be a mapping of keyword arguments, not {type(kwds).__name__}")
     for key in kwds:

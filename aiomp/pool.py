@@ -14,7 +14,6 @@ slices, and a map's results are joined chunk by chunk as they arrive.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import functools
@@ -29,13 +28,13 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 
 import anyio
-import sniffio
 from anyio.abc import TaskGroup
 from typing_extensions import Self
 
+from . import _waiter
 from ._checks import check_args as _check_args
 from ._checks import check_kwds as _check_kwds
 from ._checks import check_timeout as _check_timeout
@@ -80,7 +79,7 @@ class AsyncResult(Generic[R]):
     def __init__(
         self,
         backend: Backend,
-        event: _Event,
+        event: _waiter.Event,
         callback: Callable[[R], object] | None,
         error_callback: Callable[[BaseException], object] | None,
         single: bool,
@@ -288,14 +287,16 @@ class Pool:
         self._backend = backend
         self._tg: TaskGroup | None = None
         self._host: TaskHost | None = None
-        self._new_event: Callable[[], _Event] = anyio.Event
+        self._new_event: Callable[[], _waiter.Event] = anyio.Event
+        self._new_waiter: Callable[[], _waiter.Waiter] = _waiter.AnyioWaiter  # the loop's own, on entry
+        self._last_func: tuple[Callable[..., Any], bool] | None = None
         self._entered = False
         self._exited = False
         self._closed = False
         # map_async calls still reading an async iterable: the backend is closed
         # only once they have submitted their tasks.
         self._feeding = 0
-        self._fed: _Event | None = None
+        self._fed: _waiter.Event | None = None
 
     @property
     def processes(self) -> int:
@@ -316,7 +317,8 @@ class Pool:
             # forkserver): the script has no __main__ guard. Fail at once.
             raise BrokenPoolError(_NO_GUARD)
         self._entered = True
-        self._new_event = _event_class()
+        self._new_event = _waiter.event_class()
+        self._new_waiter = _waiter.waiter_class()
         # The background work runs in a task group hosted by a task of its own, so
         # that any task may leave the pool (see _tasks); the entering task is free.
         host = self._host = TaskHost(on_error=self._background_failed)
@@ -446,11 +448,36 @@ class Pool:
             return await self._apply(func, args, kwds)
 
     async def _apply(self, func: Callable[..., Any], args: Iterable[Any], kwds: Mapping[str, Any]) -> Any:
-        call = _Call(func, CallKind.APPLY, self._backend)
-        payload = (_check_args(args), _check_kwds(kwds))
-        result: AsyncResult[Any] = AsyncResult(self._backend, self._new_event(), None, None, single=True)
-        await call.submit(result, [payload])
-        return await _wait(result)
+        # The per-call path: one task, one waiter, nothing else (see _waiter).
+        backend = self._backend
+        waiter = self._new_waiter()
+        task = Task(func, CallKind.APPLY, (_check_args(args), _check_kwds(kwds)), self._is_async(func), waiter.done)
+        if backend.prepare_in_thread(task):
+            await anyio.to_thread.run_sync(backend.prepare, task)
+        else:
+            backend.prepare(task)
+        backend.submit(task)
+        try:
+            ok, value = await waiter.wait()
+        except BaseException:
+            if not task.cancelled:  # this wait was cancelled or timed out: so is the call
+                backend.cancel([task])
+            raise
+        task.payload = None  # its arguments are let go as it ends (a backend may keep the task)
+        if ok:
+            return value
+        raise value
+
+    def _is_async(self, func: Callable[..., Any]) -> bool:
+        """Whether ``func`` is an ``async def`` function (checked once per function in a row)."""
+        last = self._last_func
+        if last is not None and last[0] is func:
+            return last[1]
+        if not callable(func):
+            raise TypeError(f"func must be callable, not {type(func).__name__}")
+        is_async = _is_async(func)
+        self._last_func = (func, is_async)
+        return is_async
 
     @overload
     def apply_async(
@@ -1067,24 +1094,6 @@ async def _collect(iterable: object, steps: _Steps) -> list[Any]:
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     """The chunks of ``items``, each sliced when it is taken."""
     return (items[i : i + size] for i in range(0, len(items), size))
-
-
-class _Event(Protocol):
-    def set(self) -> None: ...
-    def is_set(self) -> bool: ...
-    async def wait(self) -> Any: ...
-
-
-def _event_class() -> Callable[[], _Event]:
-    """The running loop's own event class: anyio's wrapper costs a lookup per call."""
-    library = sniffio.current_async_library()
-    if library == "asyncio":
-        return asyncio.Event
-    if library == "trio":
-        import trio
-
-        return trio.Event
-    return anyio.Event
 
 
 for _cls in (AsyncResult, IMapIterator, Pool):
