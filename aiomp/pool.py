@@ -440,29 +440,25 @@ class Pool:
 
         ``timeout`` (seconds) raises the builtin ``TimeoutError`` and stops the task.
         """
+        # The per-call path, kept to one coroutine, one task and one waiter (see _waiter).
         self._check_open()
-        if timeout is None:
-            return await self._apply(func, args, kwds)
-        _check_timeout(timeout)
-        with anyio.fail_after(timeout):
-            return await self._apply(func, args, kwds)
-
-    async def _apply(self, func: Callable[..., Any], args: Iterable[Any], kwds: Mapping[str, Any]) -> Any:
-        # The per-call path: one task, one waiter, nothing else (see _waiter).
+        if timeout is not None:
+            _check_timeout(timeout)
         backend = self._backend
         waiter = self._new_waiter()
         task = Task(func, CallKind.APPLY, (_check_args(args), _check_kwds(kwds)), self._is_async(func), waiter.done)
-        if backend.prepare_in_thread(task):
-            await anyio.to_thread.run_sync(backend.prepare, task)
-        else:
-            backend.prepare(task)
-        backend.submit(task)
-        try:
-            ok, value = await waiter.wait()
-        except BaseException:
-            if not task.cancelled:  # this wait was cancelled or timed out: so is the call
-                backend.cancel([task])
-            raise
+        with _NO_DEADLINE if timeout is None else anyio.fail_after(timeout):
+            if backend.prepare_in_thread(task):
+                await anyio.to_thread.run_sync(backend.prepare, task)
+            else:
+                backend.prepare(task)
+            backend.submit(task)
+            try:
+                ok, value = await waiter.wait()
+            except BaseException:
+                if not task.cancelled:  # this wait was cancelled or timed out: so is the call
+                    backend.cancel([task])
+                raise
         task.payload = None  # its arguments are let go as it ends (a backend may keep the task)
         if ok:
             return value
@@ -1021,8 +1017,11 @@ async def _wait(result: AsyncResult[R]) -> R:
     return result._outcome()
 
 
+_NO_DEADLINE = nullcontext()  # reusable
+
+
 def _deadline(timeout: float | None) -> AbstractContextManager[Any]:
-    return nullcontext() if timeout is None else anyio.fail_after(timeout)
+    return _NO_DEADLINE if timeout is None else anyio.fail_after(timeout)
 
 
 def _check_chunksize(chunksize: int | None, allow_none: bool) -> int | None:

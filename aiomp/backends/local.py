@@ -44,7 +44,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
-from .. import _fd, _frames, _lifeline, _logs, _loops, _serialize, _wire
+from .. import _fd, _frames, _lifeline, _logs, _loops, _serialize, _waiter, _wire
 from .._checks import context as _context
 from .._checks import positive_int as _positive_int
 from .._exceptions import BrokenPoolError, PoolClosedError, WorkerDiedError
@@ -99,8 +99,10 @@ class _Worker:
         sock: socket.socket,
         markers: _wire.Markers,
         logs: _logs.Receiver | None,
+        new_event: Callable[[], _waiter.Event],
     ) -> None:
         self.slot = slot
+        self.new_event = new_event
         self.logs = logs
         self.markers = markers
         self.process = process
@@ -117,7 +119,7 @@ class _Worker:
         self.stop = False
         self.stop_sent = False
         self.levels_due = False
-        self.wake = anyio.Event()
+        self.wake = new_event()
         # Messages read and not handled yet (see LocalBackend._handle).
         self.backlog: deque[_frames.Frame] = deque()
         self.draining = False
@@ -129,7 +131,7 @@ class _Worker:
         self.killed_after: int | None = None
         self.init_error: BaseException | None = None
         self.quota: int | None = None
-        self.done = anyio.Event()
+        self.done = new_event()
 
     def signal(self, kill: bool) -> None:
         """SIGTERM (or SIGKILL) the process if it is running."""
@@ -432,7 +434,7 @@ class LocalBackend(Backend):
             name=f"aiomp-worker-{slot}",
             daemon=True,
         )
-        worker = _Worker(slot, process, parent_end, _wire.Markers(self._marker, slot), logs)
+        worker = _Worker(slot, process, parent_end, _wire.Markers(self._marker, slot), logs, _waiter.event_class())
         worker.markers.reset()
         worker.quota = self._maxtasks
         self._workers[slot] = worker
@@ -543,8 +545,15 @@ class LocalBackend(Backend):
             worker.draining = False
 
     def _message(self, worker: _Worker, frame: _frames.Frame) -> None:
-        objects = _serialize.unpack(frame)
-        control = objects[0].load()
+        if len(frame.parts) == 1 and not frame.fds:  # the usual case: one object (a small result)
+            control = _serialize.loads(frame.parts[0])
+            if control[0] == _wire.RESULT:
+                self._result(worker, control, None)
+                return
+            objects = [_serialize.Packed(frame.parts[0], [], None, [])]
+        else:
+            objects = _serialize.unpack(frame)
+            control = objects[0].load()
         kind = control[0]
         if kind == _wire.RESULT:
             self._result(worker, control, objects[1] if len(objects) > 1 else None)
@@ -595,7 +604,7 @@ class LocalBackend(Backend):
         while True:
             if not worker.has_output():
                 await worker.wake.wait()
-                worker.wake = anyio.Event()
+                worker.wake = worker.new_event()
                 continue
             if not self._write(worker):
                 await _fd.wait_writable(worker.fd)
