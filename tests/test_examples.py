@@ -471,6 +471,15 @@ def test_tutorial_cpu_count(tutorial_outputs: dict[Run, Any], run: Run) -> None:
     assert len(lines) == 5
 
 
+def test_every_example_is_on_the_examples_page() -> None:
+    """The site's examples page shows every example's source (pymdownx.snippets includes it)."""
+    page = (ROOT / "docs" / "examples.md").read_text()
+    shown = re.findall(r'^--8<-- "examples/(\w+\.py)"$', page, re.MULTILINE)
+    assert sorted(shown) == sorted(p.name for p in EXAMPLES.glob("*.py"))
+    for name in shown:
+        assert f"{{#{name.removesuffix('.py')}}}" in page  # the anchor docs/_hooks.py links to
+
+
 @pytest.mark.parametrize("name", TUTORIALS)
 def test_tutorial_shape(name: str) -> None:
     """Each tutorial says which stdlib example it mirrors, has the main guard, and offers the loops."""
