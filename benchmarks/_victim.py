@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 
 import anyio
+import anyio.to_thread
 
 from benchmarks._config import anyio_backend
 from benchmarks._work import astall, stall
@@ -42,6 +43,16 @@ async def trio_parallel_victim(context: str) -> None:
                 nursery.start_soon(partial(ctx.run_sync, stall, kind, kill_on_cancel=True))
 
 
+async def mp_pool_victim(context: str) -> None:
+    """``multiprocessing.Pool``, its blocking ``get`` in threads (any event loop)."""
+    ctx = multiprocessing.get_context(context)
+    with ctx.Lock(), ctx.Pool(2) as pool:  # a named semaphore of the same context, as in aiomp's victim
+        results = [pool.apply_async(stall, (kind,)) for kind in (0, 1)]
+        async with anyio.create_task_group() as tg:
+            for result in results:
+                tg.start_soon(partial(anyio.to_thread.run_sync, result.get, abandon_on_cancel=True))
+
+
 async def asyncio_victim(library: str, context: str) -> None:
     """The same two tasks on a peer's 2-worker pool, driven from asyncio the usual way."""
     loop = asyncio.get_running_loop()
@@ -52,11 +63,7 @@ async def asyncio_victim(library: str, context: str) -> None:
         aiomultiprocess.set_start_method(context)
         ctx = aiomultiprocess.core.get_context()
     with ctx.Lock():  # a named semaphore of the same context, as in aiomp's victim
-        if library == "mp.Pool":
-            with ctx.Pool(2) as pool:
-                results = [pool.apply_async(stall, (kind,)) for kind in (0, 1)]
-                await asyncio.gather(*(loop.run_in_executor(None, result.get) for result in results))
-        elif library == "PPE":
+        if library == "PPE":
             with ProcessPoolExecutor(2, mp_context=ctx) as executor:
                 await asyncio.gather(*(loop.run_in_executor(executor, stall, kind) for kind in (0, 1)))
         else:  # one task per worker: with its default of 16, one worker would take both
@@ -71,6 +78,8 @@ def main(loop: str, context: str, library: str) -> None:
         anyio.run(aiomp_victim, context, **backend)
     elif library == "trio-parallel":
         anyio.run(trio_parallel_victim, context, backend="trio")
+    elif library == "mp.Pool":
+        anyio.run(mp_pool_victim, context, **backend)
     else:
         anyio.run(asyncio_victim, library, context, **backend)
 
