@@ -18,7 +18,7 @@ _PAGES = {
     "README.md": "index.md",
     "CHANGELOG.md": "changelog.md",
 }
-_ANCHORS = {
+_ANCHORS: dict[tuple[str, str | None], str] = {
     ("README.md", "#quickstart"): "quickstart.md",
 }
 
