@@ -24,13 +24,13 @@ START_TIMEOUT = 60.0  # a loaded 2-core machine: interpreter, starlette, uvicorn
 
 
 class Server:
-    """The example's server process, its log lines, and its process tree."""
+    """The example's server process (or ``command``'s), its log lines, and its process tree."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, command: list[str] | None = None) -> None:
         env = dict(os.environ)
         env.pop("PYTHONUNBUFFERED", None)  # as a user runs it: the log handler must flush by itself
         self.proc = subprocess.Popen(
-            [sys.executable, str(EXAMPLE), "--port", "0", *args],
+            command or [sys.executable, str(EXAMPLE), "--port", "0", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

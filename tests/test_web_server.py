@@ -13,7 +13,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import re
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -25,7 +27,7 @@ import pytest
 
 from aiomp.asgi import CancelOnDisconnect
 
-from ._web import Server
+from ._web import ROOT, Server
 
 Message = dict[str, Any]
 
@@ -498,5 +500,25 @@ def test_shutdown_by_signal_leaves_no_process(sig: signal.Signals) -> None:
         assert log.count("Traceback") == log.count("CancelledError: Task cancelled, timeout graceful shutdown") <= 1, (
             log
         )
+    finally:
+        running.kill()
+
+
+def test_the_docs_starlette_app_serves(tmp_path: Any) -> None:
+    """docs/serving.md's Starlette app, copied into a module and run with ``uvicorn module:app``."""
+    text = (ROOT / "docs" / "serving.md").read_text()
+    block = re.search(r"^```python\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
+    assert block is not None and "Starlette(" in block.group(1)
+    (tmp_path / "serving_app.py").write_text(block.group(1))
+    command = [sys.executable, "-m", "uvicorn", "serving_app:app", "--port", "0", "--app-dir", str(tmp_path)]
+    running = Server(command=command)
+    try:
+
+        async def main() -> None:
+            async with httpx.AsyncClient(base_url=running.url, timeout=WAIT) as client:
+                assert (await client.get("/fib", params={"n": 20})).json() == {"n": 20, "fib": 6765}
+
+        anyio.run(main)
+        assert running.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
     finally:
         running.kill()
