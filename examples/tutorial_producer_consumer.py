@@ -19,6 +19,7 @@ Run it with ``python examples/tutorial_producer_consumer.py`` (add ``--loop uvlo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -73,31 +74,33 @@ async def main(context: str | None) -> None:
 
     task_queue = aiomp.Queue(maxsize=8)  # bounded: aput waits for room
     done_queue = aiomp.Queue()
-    workers = [
-        aiomp.Process(target=worker, args=(task_queue, done_queue), context=context) for _ in range(NUMBER_OF_PROCESSES)
-    ]
-    for p in workers:
-        await p.start()
+    async with contextlib.AsyncExitStack() as stack:
+        # Each worker starts as it is entered. Leaving the stack normally joins them;
+        # leaving it by an exception terminates them, where a worker blocked in get()
+        # would otherwise wait for ever (and the program with it, at exit).
+        args = (task_queue, done_queue)
+        workers = [
+            await stack.enter_async_context(aiomp.Process(target=worker, args=args, context=context))
+            for _ in range(NUMBER_OF_PROCESSES)
+        ]
 
-    async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg:
 
-        async def submit(tasks: list[Task]) -> None:
-            for task in tasks:
-                await task_queue.aput(task)
+            async def submit(tasks: list[Task]) -> None:
+                for task in tasks:
+                    await task_queue.aput(task)
 
-        tg.start_soon(submit, tasks1)
-        print("Unordered results:")
-        for _ in range(len(tasks1)):
+            tg.start_soon(submit, tasks1)
+            print("Unordered results:")
+            for _ in range(len(tasks1)):
+                print("\t", await done_queue.aget())
+
+        for task in tasks2:
+            await task_queue.aput(task)
+        for _ in range(len(tasks2)):
             print("\t", await done_queue.aget())
 
-    for task in tasks2:
-        await task_queue.aput(task)
-    for _ in range(len(tasks2)):
-        print("\t", await done_queue.aget())
-
-    task_queue.shutdown()  # the stdlib puts 'STOP' once per worker instead
-    for p in workers:
-        await p.join()
+        task_queue.shutdown()  # the stdlib puts 'STOP' once per worker instead
     print("workers' exit codes", [p.exitcode for p in workers])
 
     # The other way round: a child produces, the parent consumes until the shutdown.
