@@ -15,7 +15,8 @@ not in ``__all__``: ``from aiomp import *`` must neither need Dask nor import it
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # typing is not imported: a worker imports this package too
 
 __all__ = [
     "Array",
@@ -113,7 +114,7 @@ if TYPE_CHECKING:
     from .util import get_logger, log_to_stderr
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'aiomp' has no attribute {name!r}")

@@ -20,7 +20,8 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+
+TYPE_CHECKING = False  # a worker does not import typing (start-up time)
 
 if TYPE_CHECKING:
     import anyio

@@ -37,9 +37,12 @@ import struct
 import threading
 import weakref
 from collections import deque
-from typing import Any, TypeAlias
 
 from . import _fd
+
+TYPE_CHECKING = False  # a worker does not import typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any, TypeAlias
 
 __all__ = ["SLICE", "Frame", "Reader", "Writer"]
 

@@ -29,9 +29,12 @@ import contextlib
 import os
 import signal
 import threading
-from typing import Any
 
 from . import _fd
+
+TYPE_CHECKING = False  # a worker does not import typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Lifeline", "arm", "forking"]
 

@@ -48,12 +48,14 @@ import struct
 import sys
 import termios
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from . import _frames
+
+TYPE_CHECKING = False  # a worker does not import typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["LevelWatch", "Levels", "Listener", "Receiver", "apply_levels", "install", "levels", "listen_alone"]
 
@@ -511,6 +513,8 @@ def _report() -> None:
     if logging.raiseExceptions and sys.stderr is not None:
         with contextlib.suppress(Exception):
             sys.stderr.write("--- Logging error in a handler, for a record forwarded from a worker by aiomp ---\n")
+            import traceback
+
             traceback.print_exc(file=sys.stderr)
 
 

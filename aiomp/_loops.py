@@ -9,21 +9,21 @@ against the parent's running loop when the children start, and carried to them a
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
 
+TYPE_CHECKING = False  # a worker does not import typing (start-up time)
 if TYPE_CHECKING:
     import asyncio
+    from typing import Any, TypeAlias, TypeVar
+
+    T = TypeVar("T")
 
 __all__ = ["CHILD_LOOPS", "Loop", "check_child_loop", "new_asyncio_loop", "resolve", "run"]
-
-T = TypeVar("T")
 
 CHILD_LOOPS = ("asyncio", "uvloop", "trio")
 
 # An anyio backend name and its options: ("asyncio", {}), ("asyncio", {"use_uvloop": True}), ("trio", {}).
-Loop = tuple[str, dict[str, Any]]
+Loop: TypeAlias = "tuple[str, dict[str, Any]]"
 
 
 def check_child_loop(value: object) -> str | None:
@@ -34,6 +34,8 @@ def check_child_loop(value: object) -> str | None:
         raise TypeError(f"child_loop must be one of {', '.join(map(repr, CHILD_LOOPS))} or None, not {value!r}")
     if value not in CHILD_LOOPS:
         raise ValueError(f"child_loop must be one of {', '.join(map(repr, CHILD_LOOPS))} or None, not {value!r}")
+    import importlib.util
+
     if value != "asyncio" and importlib.util.find_spec(value) is None:
         raise ValueError(f"child_loop={value!r} needs {value} installed in this environment")
     return value

@@ -27,17 +27,18 @@ from __future__ import annotations
 import collections
 import copyreg
 import io
-import linecache
 import pickle
 import struct
 import sys
-import traceback
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing import reduction
-from typing import Any, ClassVar
 
 from . import _shm
 from ._frames import Buffer, Frame
+
+TYPE_CHECKING = False  # a worker does not import typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 __all__ = [
     "Encoded",
@@ -451,6 +452,8 @@ def _top_level_of_main_script(func: Callable[..., Any]) -> bool:
     spec = getattr(main, "__spec__", None)
     if spec is not None and (spec.name == "__main__" or spec.name.endswith(".__main__")):
         return False  # python -m package: multiprocessing does not re-import a package's __main__
+    import linecache
+
     line = linecache.getline(code.co_filename, code.co_firstlineno)
     return line.startswith(("def ", "async def ", "@"))
 
@@ -496,6 +499,8 @@ def dump_error(error: BaseException) -> bytes:
     ``__init__`` that unpickling cannot call) is replaced by a ``ProcessError``
     that names it and keeps its message.
     """
+    import traceback
+
     tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     tb = f'\n"""\n{tb}"""'
     try:

@@ -37,9 +37,12 @@ import queue
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 from ._frames import pread_view
+
+TYPE_CHECKING = False  # a worker does not import typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["THRESHOLD", "Placed", "Received", "place", "reaper_put"]
 

@@ -32,10 +32,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import MutableSequence
-from typing import Final
 
 from . import _serialize
 from ._frames import Frame
+
+TYPE_CHECKING = False  # a worker does not import typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["Markers", "fence", "message"]
 

@@ -25,21 +25,22 @@ import os
 import signal
 import sys
 import time
-import traceback
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, MutableSequence
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _fd, _frames, _lifeline, _loops, _serialize, _wire
 from ._serialize import Packed, dump_error, loads
 
+TYPE_CHECKING = False  # a worker does not import typing (start-up time)
 if TYPE_CHECKING:
     import asyncio
+    from typing import Any, TypeVar
 
     import anyio
 
-R = TypeVar("R")
+    R = TypeVar("R")
+
 
 __all__ = ["forget_wakeup_fd", "worker_main"]
 
@@ -208,6 +209,8 @@ class _Worker:
         caller gets ``WorkerDiedError`` and a fresh worker takes this one's place.
         """
         if error.__traceback__ is not None:
+            import traceback
+
             traceback.clear_frames(error.__traceback__)  # let go of the task's locals first
         self.out_of_memory = True
         self.send(index, _wire.OUT_OF_MEMORY, _serialize.encode(dump_error(error)), seconds)
