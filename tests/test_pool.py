@@ -81,9 +81,16 @@ async def test_imap_order_and_unordered(start_method: str, tmp_path: Path) -> No
         with anyio.fail_after(60):
             ordered = [x async for x in pool.imap(_work.after_star, items("ordered"))]
             assert ordered == ["a", "b", "c", "d"]  # input order, though "b" finished before "a"
-            unordered = [x async for x in pool.imap_unordered(_work.after_star, items("unordered"))]
+            # "a" waits for a file made only once "b" has come out: completion order.
+            release = str(tmp_path / "release")
+            unordered_items = [(release, str(tmp_path / "u0"), "a"), *items("unordered")[1:]]
+            unordered = []
+            async for x in pool.imap_unordered(_work.after_star, unordered_items):
+                unordered.append(x)
+                if x == "b":
+                    Path(release).write_text("x")
             assert sorted(unordered) == ["a", "b", "c", "d"]
-            assert unordered.index("b") < unordered.index("a")  # completion order
+            assert unordered.index("b") < unordered.index("a")
             assert [x async for x in pool.imap(_work.inc, range(100), chunksize=7)] == list(range(1, 101))
 
 
