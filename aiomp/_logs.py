@@ -39,6 +39,7 @@ The child half imports nothing heavy (workers start without anyio).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import logging
 import os
@@ -51,7 +52,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from . import _frames
+from . import _frames, _wire
 
 TYPE_CHECKING = False  # a worker does not import typing (start-up time)
 if TYPE_CHECKING:
@@ -154,6 +155,9 @@ class _Forwarder(logging.Handler):
 def dump_record(record: logging.LogRecord) -> bytes:
     """Pickle a record so that the parent can always rebuild it."""
     attrs = dict(record.__dict__)
+    task = _wire.TASK.get()
+    if task:  # logged by a pool task: the parent handles it in the call's context
+        attrs["_aiomp_task"] = task
     if not (type(record.msg) is str and _plain_args(record.args) and _formats(record)):
         attrs["msg"] = _message(record)
         attrs["args"] = None
@@ -332,6 +336,8 @@ class Receiver:
         self._handled_turn: Any = None  # set when the listener has emptied the socket
         self._eof = False
         self._loggers: dict[str, logging.Logger] = {}
+        #: The context to handle a pool task's records in, by task index (set by the pool's backend).
+        self.context_of: Callable[[int], contextvars.Context | None] | None = None
 
     def child_config(self, parent_levels: Levels | None = None) -> tuple[socket.socket, Levels]:
         """What the child passes to ``install``: its end of the channel, and our levels."""
@@ -471,6 +477,7 @@ class Receiver:
             if frame.fds:
                 frame.close_fds()  # none are sent with records
             attrs = pickle.loads(frame.parts[0])
+            task = attrs.pop("_aiomp_task", 0)
             exception = attrs.pop("_aiomp_exception", None)
             record = _make_record(attrs)
             if exception is not None:
@@ -482,7 +489,11 @@ class Receiver:
             logger = self._loggers.get(record.name)
             if logger is None:
                 logger = self._loggers[record.name] = logging.getLogger(record.name)
-            logger.handle(record)
+            context = self.context_of(task) if task and self.context_of is not None else None
+            if context is None:
+                logger.handle(record)
+            else:
+                context.run(logger.handle, record)
         except Exception:  # a broken handler or filter: report it, keep listening
             _report()
         finally:

@@ -23,6 +23,8 @@ Worker to parent::
     (INIT_FAILED,), error         the initializer raised; the worker exits
     (RESULT, index, status, seconds), value
     (RESULT, index, OK, seconds, value)   a small value without buffers: one object
+    (RETIRING,)                   over max_memory_per_child after a task (sent before its
+                                  result): it takes no more and exits
 
 ``func_bytes`` is the function's pickle (small, and the worker's cache key);
 ``error`` and an ERROR result's value are ``_serialize.dump_error`` bytes.
@@ -30,6 +32,7 @@ Worker to parent::
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import MutableSequence
 
@@ -50,6 +53,11 @@ READY: Final = 4
 INIT_FAILED: Final = 5
 RESULT: Final = 6
 LEVELS: Final = 7
+RETIRING: Final = 8  # a worker over max_memory_per_child: it takes no more tasks and exits
+
+# In a worker: the index of the pool task running in this context (0: none). Log
+# records carry it, so that the parent handles them in the context of the call.
+TASK: contextvars.ContextVar[int] = contextvars.ContextVar("aiomp_task", default=0)
 
 # Task modes: how a worker applies the function to the payload. The values of
 # aiomp.backends.CallKind, as plain ints: a worker does not import the seam (its

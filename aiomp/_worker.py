@@ -64,8 +64,12 @@ class _Worker:
         maxtasks: int | None,
         concurrency: int,
         child_loop: _loops.Loop = ("asyncio", {}),
+        max_memory: int | None = None,
     ) -> None:
         self.fd = sock.fileno()
+        self.max_memory = max_memory
+        # Over max_memory after a task: it starts no more and exits once idle.
+        self.retiring = False
         self.reader = _frames.Reader(sock, exact=False)
         self.writer = _frames.Writer(sock)
         self.markers = _wire.Markers(marker, slot)
@@ -89,7 +93,7 @@ class _Worker:
     # -- the plain loop --------------------------------------------------------
 
     def serve(self) -> None:
-        while not (self.left == 0 or self.out_of_memory or (self.stopping and not self.queue)):
+        while not (self.left == 0 or self.out_of_memory or self.retiring or (self.stopping and not self.queue)):
             if not self.queue:
                 frame = self.reader.read_blocking()
                 assert frame is not None  # no deadline
@@ -148,6 +152,7 @@ class _Worker:
             self.skip(index)
             return
         start = time.perf_counter()
+        token = _wire.TASK.set(index)
         try:
             func = self.function(func_data)
             value = _call(func, payload.load(), mode)
@@ -159,12 +164,24 @@ class _Worker:
             return
         except BaseException as error:  # every failure goes to the caller
             self.markers.finish(index)
+            self.check_memory()
             self.send_error(index, error, time.perf_counter() - start)
         else:
             self.markers.finish(index)
+            self.check_memory()
             self.send_value(index, value, time.perf_counter() - start)
+        finally:
+            _wire.TASK.reset(token)
         if self.left is not None:
             self.left -= 1
+
+    def check_memory(self) -> None:
+        """Retire if over ``max_memory`` after a task: say so (before its result), take no more."""
+        if self.max_memory is None or self.retiring or resident_memory() <= self.max_memory:
+            return
+        self.retiring = True
+        self.writer.queue(_wire.message((_wire.RETIRING,)))
+        self.writer.flush_blocking()
 
     def function(self, data: bytes) -> Callable[..., Any]:
         func = self.functions.get(data)
@@ -245,7 +262,7 @@ class _Worker:
             tg.start_soon(self.read_async, reading)
             try:
                 while not (self.gone or self.out_of_memory):
-                    while self.queue and not (self.gone or self.out_of_memory):
+                    while self.queue and not (self.gone or self.out_of_memory or self.retiring):
                         task = self.queue[0]
                         if not task[4] and not self.running:
                             return  # only plain tasks left: back to the plain loop
@@ -294,6 +311,7 @@ class _Worker:
         import anyio
 
         index = task[0]
+        _wire.TASK.set(index)  # this job's own context (a task of its own)
         outcome: tuple[bool, object, float] | None = None
         try:
             with scope:
@@ -313,6 +331,7 @@ class _Worker:
                 self.send(index, _wire.CANCELLED, None, 0.0)
             return
         ok, value, seconds = outcome
+        self.check_memory()
         if ok:
             self.send_value(index, value, seconds)
         elif isinstance(value, MemoryError):
@@ -377,6 +396,21 @@ def _call(func: Callable[..., Any], data: Any, mode: int) -> Any:
     return list(itertools.starmap(func, data))
 
 
+def resident_memory() -> int:
+    """This process's resident set size in bytes (its peak where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except OSError:  # pragma: no cover - not Linux
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
 def forget_wakeup_fd() -> None:
     """A child forked from a running event loop inherits its signal wakeup fd: drop it.
 
@@ -404,6 +438,7 @@ def worker_main(
     logs: tuple[Any, Any] | None = None,
     lifeline: Any = None,
     child_loop: _loops.Loop = ("asyncio", {}),
+    max_memory: int | None = None,
 ) -> None:
     """The target of every worker process."""
     # The parent decides what Ctrl-C means; a worker must not print a traceback.
@@ -434,7 +469,7 @@ def worker_main(
             sys.exit(1)
     writer.queue(_wire.message((_wire.READY, os.getpid())))
     writer.flush_blocking()
-    worker = _Worker(conn, marker, slot, maxtasks, concurrency, child_loop)
+    worker = _Worker(conn, marker, slot, maxtasks, concurrency, child_loop, max_memory)
     try:
         worker.serve()
     except (_ParentGone, EOFError, BrokenPipeError, ConnectionResetError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import itertools
 import logging
@@ -25,14 +26,24 @@ import multiprocessing.context
 import time
 import warnings
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sized,
+)
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
 import anyio
 from anyio.abc import TaskGroup
-from typing_extensions import Self
+from typing_extensions import Self, TypeVarTuple, Unpack
 
 from . import _waiter
 from ._checks import check_args as _check_args
@@ -50,6 +61,7 @@ __all__ = ["AsyncResult", "Pool"]
 
 R = TypeVar("R")
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")  # a call's positional arguments, checked against its function
 
 _logger = logging.getLogger("aiomp")
 
@@ -193,7 +205,7 @@ class AsyncResult(Generic[R]):
             return self._value  # type: ignore[no-any-return]
         raise self._value
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, R]:
         return self.get().__await__()
 
     def cancel(self) -> bool:
@@ -227,6 +239,10 @@ class Pool:
     process, where ``logging.getLogger(record.name).handle(record)`` runs them
     through the application's own handlers; see ``docs/logging.md``.
 
+    ``max_memory_per_child`` (bytes): a worker whose resident memory (RSS) is above
+    it after a task is replaced before it takes another; the task's result is kept,
+    and ``statistics().workers_restarted`` counts the replacement.
+
     ``child_loop`` is the event loop ``async def`` functions run on in the workers:
     ``"asyncio"``, ``"uvloop"`` or ``"trio"``; None (the default) means asyncio's,
     or uvloop's when this process runs on uvloop, whatever this process's loop.
@@ -253,6 +269,7 @@ class Pool:
         backend: Backend | None = None,
         worker_niceness: int = 5,
         forward_logs: bool = True,
+        max_memory_per_child: int | None = None,
         child_loop: str | None = None,
     ) -> None:
         if backend is None:
@@ -265,6 +282,7 @@ class Pool:
                 child_concurrency=child_concurrency,
                 worker_niceness=worker_niceness,
                 forward_logs=forward_logs,
+                max_memory_per_child=max_memory_per_child,
                 child_loop=child_loop,
             )
         elif not isinstance(backend, Backend):
@@ -279,6 +297,7 @@ class Pool:
                 "child_concurrency": child_concurrency,
                 "worker_niceness": worker_niceness,
                 "forward_logs": forward_logs,
+                "max_memory_per_child": max_memory_per_child,
                 "child_loop": child_loop,
             }
             options = _options_for(backend, local)
@@ -408,13 +427,41 @@ class Pool:
 
     # -- apply ---------------------------------------------------------------------
 
+    # The overloads: ``args`` as a tuple without ``kwds`` (the usual call) is checked
+    # against ``func``; ``args`` as a list, or any call with ``kwds``, is taken unchecked,
+    # as the standard library's Pool takes it. Each shape comes twice: an ``async def``
+    # function's coroutine is unwrapped to its result. The checked shapes come last, so
+    # that a checker reports a mismatch against them.
+    @overload
+    async def apply(
+        self, func: Callable[..., Coroutine[Any, Any, R]], args: list[Any], *, timeout: float | None = None
+    ) -> R: ...
+
+    @overload
+    async def apply(self, func: Callable[..., R], args: list[Any], *, timeout: float | None = None) -> R: ...
+
     @overload
     async def apply(
         self,
         func: Callable[..., Coroutine[Any, Any, R]],
-        args: Iterable[Any] = (),
-        kwds: Mapping[str, Any] = ...,
+        args: Iterable[Any],
+        kwds: Mapping[str, Any],
         *,
+        timeout: float | None = None,
+    ) -> R: ...
+
+    @overload
+    async def apply(
+        self, func: Callable[..., R], args: Iterable[Any], kwds: Mapping[str, Any], *, timeout: float | None = None
+    ) -> R: ...
+
+    @overload
+    async def apply(
+        self,
+        func: Callable[..., Coroutine[Any, Any, R]],
+        args: Iterable[Any] = ...,
+        *,
+        kwds: Mapping[str, Any],
         timeout: float | None = None,
     ) -> R: ...
 
@@ -422,10 +469,32 @@ class Pool:
     async def apply(
         self,
         func: Callable[..., R],
-        args: Iterable[Any] = (),
-        kwds: Mapping[str, Any] = ...,
+        args: Iterable[Any] = ...,
+        *,
+        kwds: Mapping[str, Any],
+        timeout: float | None = None,
+    ) -> R: ...
+
+    @overload
+    async def apply(
+        self, func: Callable[[], Coroutine[Any, Any, R]], args: tuple[()] = ..., *, timeout: float | None = None
+    ) -> R: ...
+
+    @overload
+    async def apply(self, func: Callable[[], R], args: tuple[()] = ..., *, timeout: float | None = None) -> R: ...
+
+    @overload
+    async def apply(
+        self,
+        func: Callable[[Unpack[Ts]], Coroutine[Any, Any, R]],
+        args: tuple[Unpack[Ts]],
         *,
         timeout: float | None = None,
+    ) -> R: ...
+
+    @overload
+    async def apply(
+        self, func: Callable[[Unpack[Ts]], R], args: tuple[Unpack[Ts]], *, timeout: float | None = None
     ) -> R: ...
 
     async def apply(
@@ -447,6 +516,7 @@ class Pool:
         backend = self._backend
         waiter = self._new_waiter()
         task = Task(func, CallKind.APPLY, (_check_args(args), _check_kwds(kwds)), self._is_async(func), waiter.done)
+        task.context = contextvars.copy_context()
         with _NO_DEADLINE if timeout is None else anyio.fail_after(timeout):
             if backend.prepare_in_thread(task):
                 await anyio.to_thread.run_sync(backend.prepare, task)
@@ -475,12 +545,13 @@ class Pool:
         self._last_func = (func, is_async)
         return is_async
 
+    # The same shapes as ``apply``'s, callbacks keyword-only where ``kwds`` is not given.
     @overload
     def apply_async(
         self,
         func: Callable[..., Coroutine[Any, Any, R]],
-        args: Iterable[Any] = (),
-        kwds: Mapping[str, Any] = ...,
+        args: list[Any],
+        *,
         callback: Callable[[R], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> AsyncResult[R]: ...
@@ -489,8 +560,90 @@ class Pool:
     def apply_async(
         self,
         func: Callable[..., R],
-        args: Iterable[Any] = (),
-        kwds: Mapping[str, Any] = ...,
+        args: list[Any],
+        *,
+        callback: Callable[[R], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[R]: ...
+
+    @overload
+    def apply_async(
+        self,
+        func: Callable[..., Coroutine[Any, Any, R]],
+        args: Iterable[Any],
+        kwds: Mapping[str, Any],
+        callback: Callable[[R], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[R]: ...
+
+    @overload
+    def apply_async(
+        self,
+        func: Callable[..., R],
+        args: Iterable[Any],
+        kwds: Mapping[str, Any],
+        callback: Callable[[R], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[R]: ...
+
+    @overload
+    def apply_async(
+        self,
+        func: Callable[..., Coroutine[Any, Any, R]],
+        args: Iterable[Any] = ...,
+        *,
+        kwds: Mapping[str, Any],
+        callback: Callable[[R], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[R]: ...
+
+    @overload
+    def apply_async(
+        self,
+        func: Callable[..., R],
+        args: Iterable[Any] = ...,
+        *,
+        kwds: Mapping[str, Any],
+        callback: Callable[[R], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[R]: ...
+
+    @overload
+    def apply_async(
+        self,
+        func: Callable[[], Coroutine[Any, Any, R]],
+        args: tuple[()] = ...,
+        *,
+        callback: Callable[[R], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[R]: ...
+
+    @overload
+    def apply_async(
+        self,
+        func: Callable[[], R],
+        args: tuple[()] = ...,
+        *,
+        callback: Callable[[R], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[R]: ...
+
+    @overload
+    def apply_async(
+        self,
+        func: Callable[[Unpack[Ts]], Coroutine[Any, Any, R]],
+        args: tuple[Unpack[Ts]],
+        *,
+        callback: Callable[[R], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[R]: ...
+
+    @overload
+    def apply_async(
+        self,
+        func: Callable[[Unpack[Ts]], R],
+        args: tuple[Unpack[Ts]],
+        *,
         callback: Callable[[R], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> AsyncResult[R]: ...
@@ -551,11 +704,13 @@ class Pool:
         """
         return await self._map(func, iterable, chunksize, CallKind.MAP, timeout)
 
+    # Items that are tuples are checked against ``func``; items that are lists are taken
+    # unchecked. The checked shapes come last, so that a mismatch is reported against them.
     @overload
     async def starmap(
         self,
         func: Callable[..., Coroutine[Any, Any, R]],
-        iterable: Iterable[Iterable[Any]] | AsyncIterable[Iterable[Any]],
+        iterable: Iterable[list[Any]] | AsyncIterable[list[Any]],
         chunksize: int | None = None,
         *,
         timeout: float | None = None,
@@ -565,7 +720,27 @@ class Pool:
     async def starmap(
         self,
         func: Callable[..., R],
-        iterable: Iterable[Iterable[Any]] | AsyncIterable[Iterable[Any]],
+        iterable: Iterable[list[Any]] | AsyncIterable[list[Any]],
+        chunksize: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[R]: ...
+
+    @overload
+    async def starmap(
+        self,
+        func: Callable[[Unpack[Ts]], Coroutine[Any, Any, R]],
+        iterable: Iterable[tuple[Unpack[Ts]]] | AsyncIterable[tuple[Unpack[Ts]]],
+        chunksize: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[R]: ...
+
+    @overload
+    async def starmap(
+        self,
+        func: Callable[[Unpack[Ts]], R],
+        iterable: Iterable[tuple[Unpack[Ts]]] | AsyncIterable[tuple[Unpack[Ts]]],
         chunksize: int | None = None,
         *,
         timeout: float | None = None,
@@ -611,6 +786,26 @@ class Pool:
         rounds = max(4, math.ceil(count / (_MAX_AUTO_CHUNK * processes)))
         return max(1, math.ceil(count / (rounds * processes)))
 
+    @overload
+    def map_async(
+        self,
+        func: Callable[[T], Coroutine[Any, Any, R]],
+        iterable: Iterable[T] | AsyncIterable[T],
+        chunksize: int | None = None,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[list[R]]: ...
+
+    @overload
+    def map_async(
+        self,
+        func: Callable[[T], R],
+        iterable: Iterable[T] | AsyncIterable[T],
+        chunksize: int | None = None,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[list[R]]: ...
+
     def map_async(
         self,
         func: Callable[[Any], Any],
@@ -621,6 +816,46 @@ class Pool:
     ) -> AsyncResult[list[Any]]:
         """Schedule ``map`` now and return its ``AsyncResult``."""
         return self._map_async(func, iterable, chunksize, CallKind.MAP, callback, error_callback)
+
+    @overload
+    def starmap_async(
+        self,
+        func: Callable[..., Coroutine[Any, Any, R]],
+        iterable: Iterable[list[Any]] | AsyncIterable[list[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[list[R]]: ...
+
+    @overload
+    def starmap_async(
+        self,
+        func: Callable[..., R],
+        iterable: Iterable[list[Any]] | AsyncIterable[list[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[list[R]]: ...
+
+    @overload
+    def starmap_async(
+        self,
+        func: Callable[[Unpack[Ts]], Coroutine[Any, Any, R]],
+        iterable: Iterable[tuple[Unpack[Ts]]] | AsyncIterable[tuple[Unpack[Ts]]],
+        chunksize: int | None = None,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[list[R]]: ...
+
+    @overload
+    def starmap_async(
+        self,
+        func: Callable[[Unpack[Ts]], R],
+        iterable: Iterable[tuple[Unpack[Ts]]] | AsyncIterable[tuple[Unpack[Ts]]],
+        chunksize: int | None = None,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[list[R]]: ...
 
     def starmap_async(
         self,
@@ -736,6 +971,10 @@ class IMapIterator(AsyncIterator[R]):
     error of the source is raised after the results of the items before it.
     ``aclose()`` (or ``async with``) stops the work still in flight; so does
     reaching the end or an error.
+
+    ``len()`` is the number of results still to come when the source has a length
+    (a list, a range...), so that progress bars such as ``tqdm`` show a total;
+    ``TypeError`` for a source without one (a generator, an async iterable).
     """
 
     def __init__(self, pool: Pool, func: Callable[..., Any], iterable: Any, chunksize: int, ordered: bool) -> None:
@@ -744,10 +983,13 @@ class IMapIterator(AsyncIterator[R]):
         self._call = _Call(func, CallKind.MAP, pool._backend)
         self._backend = pool._backend
         self._tg = pool._tg
+        self._length: int | None = None  # the source's, if it has one
+        self._yielded = 0
         if isinstance(iterable, AsyncIterable):
             self._async_source: AsyncIterator[Any] | None = aiter(iterable)
             self._source: Iterator[Any] | None = None
         elif isinstance(iterable, Iterable):
+            self._length = len(iterable) if isinstance(iterable, Sized) else None
             self._async_source, self._source = None, iter(iterable)
         else:
             raise TypeError(f"iterable must be an iterable or an async iterable, not {type(iterable).__name__}")
@@ -780,6 +1022,7 @@ class IMapIterator(AsyncIterator[R]):
             if self._ready:
                 if self._feeder is not None:
                     self._room.set()  # an async source may read on once results are taken
+                self._yielded += 1
                 return self._ready.popleft()  # type: ignore[no-any-return]
             if self._error is not None:
                 error, self._error = self._error, None
@@ -804,6 +1047,14 @@ class IMapIterator(AsyncIterator[R]):
                 raise StopAsyncIteration
             await self._wakeup.wait()
             self._wakeup = anyio.Event()
+
+    def __len__(self) -> int:
+        if self._length is None:
+            raise TypeError(
+                "len() of an imap needs a source with a length (a list, a range...), not a generator "
+                "or an async iterable; give the progress bar its total yourself"
+            )
+        return max(0, self._length - self._yielded)
 
     def _has_room(self) -> bool:
         # Results not consumed yet count too, a chunk's worth at a time.
@@ -923,9 +1174,12 @@ class _Call:
         self.is_async = _is_async(func)
         self.kind = kind
         self.backend = backend
+        self.context = contextvars.copy_context()  # the caller's, for the tasks' log records
 
     def task(self, payload: Any, done: Callable[[bool, Any], None]) -> Task:
-        return Task(self.func, self.kind, payload, self.is_async, done)
+        task = Task(self.func, self.kind, payload, self.is_async, done)
+        task.context = self.context
+        return task
 
     def submit_now(self, result: AsyncResult[Any], payloads: Iterable[Any]) -> None:
         """Prepare every task of ``result`` (on the loop), then submit them."""

@@ -158,7 +158,8 @@ MAX_TIMEOUT = 60.0  # seconds: the most a request may ask for with ?timeout=
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
     """One pool for the server's life: started before the first request, closed after the last."""
-    async with aiomp.Pool(app.state.processes) as pool:
+    # A worker that has grown past 500 MiB (caches, fragmentation) is replaced after its task.
+    async with aiomp.Pool(app.state.processes, max_memory_per_child=500 * 2**20) as pool:
         log.info("a pool of %d worker processes is ready", pool.processes)
         yield {"pool": pool}  # each request sees it as request.state.pool
     log.info("the pool is closed and its workers have exited")

@@ -321,3 +321,17 @@ async def async_write_loop(path: str) -> None:
     if library == "asyncio":
         library += " " + type(asyncio.get_running_loop()).__module__.split(".")[0]
     Path(path).write_text(library)
+
+
+_HOARD: list[bytes] = []
+
+
+def hoard(nbytes: int) -> int:
+    """Keep ``nbytes`` of resident memory in this worker for good; return its pid."""
+    _HOARD.append(b"\1" * nbytes)  # written, so resident
+    return os.getpid()
+
+
+async def ahoard(nbytes: int) -> int:
+    """``hoard``, as a coroutine function."""
+    return hoard(nbytes)

@@ -100,7 +100,7 @@ def _tested_elsewhere(name: str) -> bool:
 
 def test_every_example_is_tested() -> None:
     """A new example needs a test here (or in a test module of its own that names it)."""
-    here = {"pool_basics.py", "primitives.py", "worker_logging.py", *TUTORIALS}
+    here = {"pool_basics.py", "primitives.py", "worker_logging.py", "progress.py", *TUTORIALS}
     untested = [p.name for p in EXAMPLES.glob("*.py") if p.name not in here and not _tested_elsewhere(p.name)]
     assert untested == []
     assert sorted(p.name for p in EXAMPLES.glob("tutorial_*.py")) == sorted(TUTORIALS)
@@ -470,6 +470,21 @@ def test_tutorial_cpu_count(tutorial_outputs: dict[Run, Any], run: Run) -> None:
     served = re.fullmatch(r"100 tasks ran in (\d+) of them", lines[4])
     assert served is not None and 1 <= int(served.group(1)) <= smaller, lines[4]
     assert len(lines) == 5
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_progress_example(loop: str) -> None:
+    done = _run([str(EXAMPLES / "progress.py"), "--loop", loop])
+    assert done.stdout.splitlines() == [
+        "sized source: sum of squares below 200 = 2646700",
+        "async source: sum of squares below 100 = 328350",
+        "no total: 300 results, statistics counted 255 tasks",
+        "the map ran 30 tasks of 10 items",
+    ]
+    bars = done.stderr.replace("\r", "\n")
+    assert re.search(r"sized source: 100%.*200/200", bars), bars  # the total came from len()
+    assert re.search(r"async source: 100%.*100/100", bars), bars
+    assert re.search(r"completed \d+, running \d+, queued \d+", bars), bars
 
 
 def test_every_example_is_on_the_examples_page() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import re
@@ -12,7 +13,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -1026,3 +1027,46 @@ def test_a_quick_child_leaves_no_unawaited_listener(tmp_path: Path, loop: str) -
     assert done.returncode == 0, done.stderr
     assert done.stdout == "exit 0\n" * 3
     assert done.stderr == ""
+
+
+# -- records are handled in the context of the call that submitted the task ---------------------------
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+class _RequestId(logging.Filter):
+    """What a server's request-id filter does: tag the record from a context variable."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
+async def test_records_are_handled_in_the_callers_context(collect: Collect, start_method: str) -> None:
+    collect.addFilter(_RequestId())
+
+    async def request(request_id: str, call: Callable[[], Awaitable[object]]) -> None:
+        REQUEST_ID.set(request_id)  # this task's own context, as a server's middleware does
+        await call()
+
+    with anyio.fail_after(60):
+        pool = aiomp.Pool(2, context=start_method, initializer=_logwork.init_logs, initargs=("boot",))
+        async with pool, anyio.create_task_group() as tg:
+            tg.start_soon(request, "r1", lambda: pool.apply(_logwork.log_seq, ("r1", 300)))
+            tg.start_soon(request, "r2", lambda: pool.apply(_logwork.log_seq, ("r2", 300)))
+            tg.start_soon(request, "r3", lambda: pool.starmap(_logwork.log_seq, [("r3", 50)] * 4, chunksize=1))
+            tg.start_soon(request, "r4", lambda: pool.apply(_logwork.alog, ("r4", 50)))
+            tg.start_soon(request, "r5", lambda: _drain(pool.imap_unordered(_logwork.log_imap, range(2))))
+    tagged = [r for r in collect.records if not r.getMessage().startswith("initializer")]
+    assert len(tagged) == 300 + 300 + 200 + 50 + 200
+    for record in tagged:
+        expected = record.getMessage().split()[0]
+        assert record.request_id == ("r5" if expected.startswith("imap") else expected)  # type: ignore[attr-defined]
+    # Records logged outside any task (the initializer's) keep the listener's own context.
+    boot = [r for r in collect.records if r.getMessage() == "initializer says boot"]
+    assert boot and all(r.request_id == "-" for r in boot)  # type: ignore[attr-defined]
+
+
+async def _drain(iterator: AsyncIterator[object]) -> None:
+    async for _ in iterator:
+        pass

@@ -9,6 +9,7 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -801,3 +802,26 @@ async def test_cancelling_one_anext_keeps_the_iteration() -> None:
                     stalled.set()
         assert got == [1, 2, 3, 4, 5, 6]
         assert timeouts >= 1
+
+
+async def test_len_of_imap_is_the_number_of_results_to_come(anyio_backend: Any) -> None:
+    async def numbers() -> AsyncIterator[int]:
+        for i in range(3):
+            yield i
+
+    with anyio.fail_after(60):
+        async with aiomp.Pool(2) as pool:
+            results = pool.imap(_work.inc, range(10), chunksize=3)
+            assert len(results) == 10  # what tqdm reads for its total
+            assert await results.__anext__() == 1
+            assert len(results) == 9
+            assert [x async for x in results] == list(range(2, 11))
+            assert len(results) == 0
+            unordered = pool.imap_unordered(_work.inc, [1, 2, 3])
+            assert len(unordered) == 3
+            assert sorted([x async for x in unordered]) == [2, 3, 4]
+            for source in (iter(range(3)), numbers()):
+                unsized = pool.imap(_work.inc, source)
+                with pytest.raises(TypeError, match="needs a source with a length"):
+                    len(unsized)
+                await unsized.aclose()

@@ -439,8 +439,8 @@ def test_a_client_that_leaves_frees_its_worker(server: Server) -> None:
 
 def test_worker_records_come_out_through_the_servers_handler(server: Server) -> None:
     """A worker's record on the app's logger, formatted by the server's configuration:
-    the worker's process name, and the request id the middleware set (``-`` today for a
-    worker's record; the caller's id once records are handled in the caller's context)."""
+    the worker's process name, and the request id the middleware set (the worker's
+    record is handled in the context of the request's call)."""
 
     async def main() -> None:
         since = len(server.lines)
@@ -449,7 +449,7 @@ def test_worker_records_come_out_through_the_servers_handler(server: Server) -> 
         assert answer.headers["x-request-id"] == "req-logs-1"
         await anyio.to_thread.run_sync(
             lambda: server.wait_for(
-                r"INFO +aiomp-worker-\d+ +\[[^\]]+\] web_server: fib\(21\) took [\d.]+ ms$", WAIT, since=since
+                r"INFO +aiomp-worker-\d+ +\[req-logs-1\] web_server: fib\(21\) took [\d.]+ ms$", WAIT, since=since
             )
         )
         await anyio.to_thread.run_sync(
@@ -459,6 +459,23 @@ def test_worker_records_come_out_through_the_servers_handler(server: Server) -> 
                 since=since,
             )
         )
+
+    anyio.run(main)
+
+
+def test_concurrent_requests_tag_their_workers_records(server: Server) -> None:
+    """Two requests at once, each with its own id: each worker record carries its request's."""
+
+    async def main() -> None:
+        since = len(server.lines)
+        async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as client, anyio.create_task_group() as tg:
+            for n, request_id in ((22, "req-a"), (23, "req-b")):
+                tg.start_soon(
+                    lambda n=n, r=request_id: client.get("/fib", params={"n": n}, headers={"x-request-id": r})
+                )
+        for n, request_id in ((22, "req-a"), (23, "req-b")):
+            pattern = rf"INFO +aiomp-worker-\d+ +\[{request_id}\] web_server: fib\({n}\) took [\d.]+ ms$"
+            await anyio.to_thread.run_sync(lambda p=pattern: server.wait_for(p, WAIT, since=since))
 
     anyio.run(main)
 

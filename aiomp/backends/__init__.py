@@ -48,6 +48,7 @@ What a backend may decline:
 from __future__ import annotations
 
 import abc
+import contextvars
 import dataclasses
 import enum
 from collections.abc import Callable
@@ -80,11 +81,11 @@ STARMAP = CallKind.STARMAP
 class Task:
     """One unit of work: ``func`` applied to one payload (an apply, or a chunk of a map).
 
-    The Pool sets ``func``, ``kind``, ``payload``, ``is_async`` and ``done``; the
-    backend owns the rest.
+    The Pool sets ``func``, ``kind``, ``payload``, ``is_async``, ``done`` and
+    ``context``; the backend owns the rest.
     """
 
-    __slots__ = ("cancelled", "done", "encoded", "func", "index", "is_async", "kind", "payload", "worker")
+    __slots__ = ("cancelled", "context", "done", "encoded", "func", "index", "is_async", "kind", "payload", "worker")
 
     def __init__(
         self,
@@ -104,6 +105,10 @@ class Task:
         self.is_async = is_async
         #: ``done(True, value)`` or ``done(False, exception)``, called once.
         self.done = done
+        #: The ``contextvars`` context of the call that submitted the task (a copy):
+        #: a backend that forwards worker log records handles the task's in it, so
+        #: that filters reading context variables (a request id) tag them too.
+        self.context: contextvars.Context | None = None
         #: Settled: cancelled, or its outcome delivered. Set by the backend.
         self.cancelled = False
         # Owned by the backend: its serialized form (``prepare``), where the task

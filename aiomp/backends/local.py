@@ -27,6 +27,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import enum
 import functools
 import multiprocessing
@@ -67,6 +68,7 @@ LOCAL_OPTIONS: Mapping[str, object] = types.MappingProxyType(
         "child_concurrency": 16,
         "worker_niceness": 5,
         "forward_logs": True,
+        "max_memory_per_child": None,
         "child_loop": None,
     }
 )
@@ -127,11 +129,18 @@ class _Worker:
         self.started = False
         # Its socket broke: the process is ending and takes nothing more.
         self.dead = False
+        # It said it retires (max_memory_per_child): it takes nothing more, and is replaced.
+        self.retiring = False
         # Killed to stop this task: tasks it started after it are requeued.
         self.killed_after: int | None = None
         self.init_error: BaseException | None = None
         self.quota: int | None = None
         self.done = new_event()
+
+    def context_of(self, index: int) -> contextvars.Context | None:
+        """The context of the call that submitted task ``index`` (for its log records)."""
+        task = self.outstanding.get(index)
+        return None if task is None else task.context
 
     def signal(self, kill: bool) -> None:
         """SIGTERM (or SIGKILL) the process if it is running."""
@@ -172,9 +181,12 @@ class LocalBackend(Backend):
         child_concurrency: int = 16,
         worker_niceness: int = 5,
         forward_logs: bool = True,
+        max_memory_per_child: int | None = None,
         child_loop: str | None = None,
     ) -> None:
         child_loop = _loops.check_child_loop(child_loop)
+        if max_memory_per_child is not None:
+            max_memory_per_child = _positive_int("max_memory_per_child (bytes)", max_memory_per_child)
         processes = usable_cpus() if processes is None else _positive_int("processes", processes)
         if isinstance(worker_niceness, bool) or not isinstance(worker_niceness, int):
             raise TypeError(f"worker_niceness must be an int from 0 to 19, not {type(worker_niceness).__name__}")
@@ -199,6 +211,7 @@ class LocalBackend(Backend):
         self._levels = _logs.LevelWatch() if forward_logs else None
         self._niceness = worker_niceness
         self._maxtasks = maxtasksperchild
+        self._max_memory = max_memory_per_child
         self._concurrency = child_concurrency
         self._child_loop_choice = child_loop
         self._child_loop: _loops.Loop = _loops.resolve(child_loop)  # resolved again at start
@@ -366,7 +379,7 @@ class LocalBackend(Backend):
         self._check_levels()
         pending = self._pending
         touched: list[tuple[_Worker, bool]] = []
-        workers = [w for w in self._workers.values() if not (w.stop or w.dead) and w.quota != 0]
+        workers = [w for w in self._workers.values() if not (w.stop or w.dead or w.retiring) and w.quota != 0]
         plain_limit, async_limit = self._limits()
         while pending and workers:
             task = pending[0]
@@ -430,11 +443,14 @@ class LocalBackend(Backend):
                 None if logs is None else logs.child_config(levels),
                 None if self._lifeline is None else self._lifeline.child_end,
                 self._child_loop,
+                self._max_memory,
             ),
             name=f"aiomp-worker-{slot}",
             daemon=True,
         )
         worker = _Worker(slot, process, parent_end, _wire.Markers(self._marker, slot), logs, _waiter.event_class())
+        if logs is not None:
+            logs.context_of = worker.context_of
         worker.markers.reset()
         worker.quota = self._maxtasks
         self._workers[slot] = worker
@@ -560,6 +576,9 @@ class LocalBackend(Backend):
         elif kind == _wire.READY:
             worker.ready = True
             self._startup_failures = 0
+        elif kind == _wire.RETIRING:
+            worker.retiring = True
+            self._restarted += 1  # counted now: its last result comes next
         elif kind == _wire.INIT_FAILED:
             worker.init_error = _serialize.load_error(objects[1].load())
 
@@ -685,7 +704,8 @@ class LocalBackend(Backend):
                 return
         if self._state is _State.RUN or (self._pending and self._state is _State.CLOSE):
             assert self._tg is not None
-            self._restarted += 1
+            if not worker.retiring:
+                self._restarted += 1
             self._tg.start_soon(self._start_worker, worker.slot)
         self._dispatch()
         self._check_idle()
