@@ -20,14 +20,14 @@ import sys
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from multiprocessing import reduction
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 import anyio
 import anyio.lowlevel
-from typing_extensions import Self
+from typing_extensions import Self, TypeVarTuple, Unpack
 
 from . import _checks, _fd, _lifeline, _logs, _loops
 from ._doorbell import uncancellable
@@ -37,6 +37,8 @@ from ._tasks import in_background
 from ._worker import forget_wakeup_fd
 
 __all__ = ["Process", "active_children", "cpu_count", "current_process", "parent_process"]
+
+Ts = TypeVarTuple("Ts")  # a target's positional arguments, checked against it
 
 _GRACE = 1.0  # seconds between SIGTERM and SIGKILL when a Process is torn down
 
@@ -57,11 +59,126 @@ class Process:
     ``async def`` target runs on, by the same rule as ``Pool``'s.
     """
 
+    # The overloads: ``args`` as a tuple without ``kwargs`` is checked against ``target``;
+    # ``args`` as a list, or ``kwargs`` given, is taken unchecked, as the standard library
+    # takes it. The checked shapes come last, so that a checker reports a mismatch against them.
+    @overload
+    def __init__(
+        self,
+        target: None = None,
+        name: str | None = None,
+        args: Iterable[Any] = ...,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        daemon: bool | None = None,
+        context: Any = None,
+        forward_logs: bool = True,
+        child_loop: str | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        target: Callable[..., object],
+        name: str | None = None,
+        *,
+        args: list[Any],
+        kwargs: Mapping[str, Any] | None = None,
+        daemon: bool | None = None,
+        context: Any = None,
+        forward_logs: bool = True,
+        child_loop: str | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        target: Callable[..., object],
+        name: str | None,
+        args: list[Any],
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        daemon: bool | None = None,
+        context: Any = None,
+        forward_logs: bool = True,
+        child_loop: str | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        target: Callable[..., object],
+        name: str | None = None,
+        args: Iterable[Any] = ...,
+        *,
+        kwargs: Mapping[str, Any],
+        daemon: bool | None = None,
+        context: Any = None,
+        forward_logs: bool = True,
+        child_loop: str | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        target: Callable[..., object],
+        name: str | None,
+        args: Iterable[Any],
+        kwargs: Mapping[str, Any],
+        *,
+        daemon: bool | None = None,
+        context: Any = None,
+        forward_logs: bool = True,
+        child_loop: str | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        target: Callable[[], object],
+        name: str | None = None,
+        args: tuple[()] = ...,
+        kwargs: None = None,
+        *,
+        daemon: bool | None = None,
+        context: Any = None,
+        forward_logs: bool = True,
+        child_loop: str | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        target: Callable[[Unpack[Ts]], object],
+        name: str | None = None,
+        *,
+        args: tuple[Unpack[Ts]],
+        kwargs: None = None,
+        daemon: bool | None = None,
+        context: Any = None,
+        forward_logs: bool = True,
+        child_loop: str | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        target: Callable[[Unpack[Ts]], object],
+        name: str | None,
+        args: tuple[Unpack[Ts]],
+        kwargs: None = None,
+        *,
+        daemon: bool | None = None,
+        context: Any = None,
+        forward_logs: bool = True,
+        child_loop: str | None = None,
+    ) -> None: ...
+
     def __init__(
         self,
         target: Callable[..., Any] | None = None,
         name: str | None = None,
-        args: Any = (),
+        args: Iterable[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         *,
         daemon: bool | None = None,
