@@ -82,8 +82,12 @@ Levels = tuple[int, int, dict[str, int], list[str]]
 # -- the child's half ------------------------------------------------------------
 
 
-def install(config: tuple[socket.socket, Levels]) -> None:
-    """Forward this process's log records to the parent (called first thing in a child)."""
+def install(config: tuple[socket.socket, Levels], counted: Callable[[int], None] | None = None) -> None:
+    """Forward this process's log records to the parent (called first thing in a child).
+
+    ``counted(n)`` is called after the n-th record is written (a pool worker puts
+    it in shared memory: ``_wire.Markers.logged``).
+    """
     sock, parent_levels = config
     # Handlers here now are copies of the parent's: inherited by a fork, or made
     # again by the main module's import (spawn, forkserver). The parent's own
@@ -96,7 +100,7 @@ def install(config: tuple[socket.socket, Levels]) -> None:
             logger.removeHandler(handler)
         logger.propagate = True
     apply_levels(parent_levels)
-    logging.root.addHandler(_Forwarder(sock))
+    logging.root.addHandler(_Forwarder(sock, counted))
 
 
 _applied: set[str] = set()  # the loggers whose level apply_levels set
@@ -120,10 +124,12 @@ def apply_levels(parent_levels: Levels) -> None:
 class _Forwarder(logging.Handler):
     """Sends each record to the parent before ``emit`` returns."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, counted: Callable[[int], None] | None = None) -> None:
         super().__init__()
         self._writer: _frames.Writer | None = _frames.Writer(sock)
         self._pid = os.getpid()
+        self._counted = counted
+        self._count = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         # ``Handler.handle`` holds self.lock: one thread writes at a time.
@@ -139,6 +145,9 @@ class _Forwarder(logging.Handler):
         try:
             writer.queue(_frames.Frame([dump_record(record)]))
             writer.flush_blocking()
+            if self._counted is not None:
+                self._count += 1
+                self._counted(self._count)
         except OSError:  # the parent stopped listening (it exited or closed us)
             self._writer = None
         except Exception:
@@ -338,6 +347,9 @@ class Receiver:
         self._loggers: dict[str, logging.Logger] = {}
         #: The context to handle a pool task's records in, by task index (set by the pool's backend).
         self.context_of: Callable[[int], contextvars.Context | None] | None = None
+        #: How many records the child has written, if it counts them (a pool worker does).
+        self.logged: Callable[[], int] | None = None
+        self._handled = 0  # records read and handled
 
     def child_config(self, parent_levels: Levels | None = None) -> tuple[socket.socket, Levels]:
         """What the child passes to ``install``: its end of the channel, and our levels."""
@@ -407,7 +419,11 @@ class Receiver:
         if self._closed:
             return False
         reader = self._reader
-        return bool(self._waiting) or reader.received > reader.consumed or _unread(self._fd) > 0
+        if self._waiting or reader.received > reader.consumed:
+            return True
+        if self.logged is not None:  # a shared counter: no system call
+            return self.logged() > self._handled
+        return _unread(self._fd) > 0
 
     def after(self, callback: Callable[[], object]) -> None:
         """Call ``callback`` once every record in the channel now has been handled."""
@@ -473,6 +489,7 @@ class Receiver:
                 return _MORE
 
     def _handle(self, frame: _frames.Frame) -> None:
+        self._handled += 1
         try:
             if frame.fds:
                 frame.close_fds()  # none are sent with records

@@ -83,7 +83,7 @@ def message(control: tuple[object, ...], *values: _serialize.Encoded) -> Frame:
 
 # Cancel requests a worker's slot holds at once (a ring indexed by task index).
 _RING = 64
-_STRIDE = 2 + _RING
+_STRIDE = 3 + _RING  # started, finished, records logged, the ring
 _FENCE = threading.Lock()
 
 
@@ -98,8 +98,10 @@ class Markers:
 
     ``started``: index of the task the worker started last (tasks start in the
     order they arrive). ``finished``: index of the plain task it finished last,
-    written before its result is sent. A ring of cancel requests, written by the
-    parent. The worker writes ``started``, fences, then reads the ring; the parent
+    written before its result is sent. ``logged``: how many log records the worker
+    has written to its log channel, updated after each (so a result read after it
+    knows which records came first, without asking the socket). A ring of cancel
+    requests, written by the parent. The worker writes ``started``, fences, then reads the ring; the parent
     writes the ring, fences, then reads ``started``: whichever comes second sees
     the other, so a cancelled task is either skipped or known to be running.
     """
@@ -130,11 +132,19 @@ class Markers:
         """Record that ``index`` starts; False if its cancellation was requested."""
         self.array[self.base] = index
         fence()
-        return self.array[self.base + 2 + index % _RING] != index
+        return self.array[self.base + 3 + index % _RING] != index
+
+    @property
+    def logged(self) -> int:
+        """How many log records the worker has written to its log channel."""
+        return self.array[self.base + 2]
+
+    def count_logged(self, count: int) -> None:
+        self.array[self.base + 2] = count
 
     def finish(self, index: int) -> None:
         self.array[self.base + 1] = index
 
     def request_cancel(self, index: int) -> None:
-        self.array[self.base + 2 + index % _RING] = index
+        self.array[self.base + 3 + index % _RING] = index
         fence()

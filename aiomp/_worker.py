@@ -456,7 +456,7 @@ def worker_main(
     if logs is not None:
         from ._logs import install
 
-        install(logs)  # before the initializer, whose records count too
+        install(logs, _wire.Markers(marker, slot).count_logged)  # before the initializer, whose records count too
     conn.setblocking(False)
     writer = _frames.Writer(conn)
     if init is not None:

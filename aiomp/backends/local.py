@@ -451,6 +451,7 @@ class LocalBackend(Backend):
         worker = _Worker(slot, process, parent_end, _wire.Markers(self._marker, slot), logs, _waiter.event_class())
         if logs is not None:
             logs.context_of = worker.context_of
+            logs.logged = lambda: worker.markers.logged
         worker.markers.reset()
         worker.quota = self._maxtasks
         self._workers[slot] = worker
