@@ -11,10 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import TYPE_CHECKING
 
 import anyio
 
 import aiomp
+
+if TYPE_CHECKING:
+    from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
 
 # -- code that runs in child processes: plain, blocking ---------------------------
 
@@ -39,7 +43,7 @@ def report(lock: aiomp.Lock, i: int) -> None:
         print(f"worker {i} has the lock", flush=True)
 
 
-def count(total: aiomp.Value, hits: aiomp.Array, times: int) -> None:
+def count(total: Synchronized[int], hits: SynchronizedArray[int], times: int) -> None:
     for _ in range(times):
         with total.get_lock():
             total.value += 1
@@ -89,12 +93,14 @@ async def main(context: str | None) -> None:
         await proc.join()
 
     # Shared counters; the parent increments under the same lock, awaited.
-    total, hits = aiomp.Value("i", 0), aiomp.Array("i", 4)
+    counter_lock = aiomp.RLock()  # the parent awaits the same lock that the children take with `with`
+    total: Synchronized[int] = aiomp.Value("i", 0, lock=counter_lock)
+    hits: SynchronizedArray[int] = aiomp.Array("i", 4)
     procs = [aiomp.Process(target=count, args=(total, hits, 200), context=context) for _ in range(3)]
     for proc in procs:
         await proc.start()
     for _ in range(200):
-        async with total.get_lock():
+        async with counter_lock:
             total.value += 1
     for proc in procs:
         await proc.join()
@@ -109,7 +115,7 @@ async def main(context: str | None) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--loop", choices=["asyncio", "uvloop", "trio"], default="asyncio")
     parser.add_argument("--context", choices=["spawn", "forkserver"], default=None)
     args = parser.parse_args()

@@ -64,6 +64,7 @@ async def no_total(pool: aiomp.Pool) -> None:
             )
             await anyio.sleep(0.05)
 
+    values: list[int] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(report)
         values = await pool.map(square, readings(300), chunksize=10)
@@ -82,7 +83,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--loop", choices=["asyncio", "uvloop", "trio"], default="asyncio")
     loop = parser.parse_args().loop
     options = {"use_uvloop": True} if loop == "uvloop" else {}

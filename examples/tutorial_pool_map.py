@@ -54,7 +54,7 @@ async def main(context: str | None) -> None:
         print(await res_pid.get(timeout=1))  # prints the PID of that process
 
         # launching multiple evaluations asynchronously *may* use more processes
-        multiple_results = [pool.apply_async(os.getpid, ()) for i in range(4)]
+        multiple_results = [pool.apply_async(os.getpid, ()) for _ in range(4)]
         print([await res.get(timeout=1) for res in multiple_results])
 
         # make a single worker sleep for 10 seconds

@@ -32,7 +32,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import uvicorn
@@ -156,7 +156,7 @@ MAX_TIMEOUT = 60.0  # seconds: the most a request may ask for with ?timeout=
 
 
 @contextlib.asynccontextmanager
-async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+async def lifespan(app: Starlette) -> AsyncGenerator[dict[str, Any], None]:
     """One pool for the server's life: started before the first request, closed after the last."""
     # A worker that has grown past 500 MiB (caches, fragmentation) is replaced after its task.
     async with aiomp.Pool(app.state.processes, max_memory_per_child=500 * 2**20) as pool:
@@ -232,7 +232,7 @@ def create_app(processes: int | None = None) -> Starlette:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port (the log says which)")
     parser.add_argument("--processes", type=int, default=None, help="pool size (default: one per usable CPU)")
