@@ -236,7 +236,11 @@ def markdown(files: Sequence[dict[str, Any]], img: str | None = "img") -> str:
     run (``###``: loop, start method), and per workload (``####``) its table, notes, targets and plot
     (``img``: the folder of the PNGs relative to the page; None: no plots)."""
     suites = dict.fromkeys(w["suite"] for data in files for w in data["workloads"].values())
-    out = []
+    out = ["## Targets at a glance"]
+    for data in files:
+        if data["summary"]:
+            out += [f"### {', '.join(data['meta']['suites'])}: {setting(data['meta'])}"]
+            out.append(markdown_table(SUMMARY_HEADERS, _summary_rows(data["summary"])))
     for suite in suites:
         out.append(f"## {suite}")
         for data in files:
