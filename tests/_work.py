@@ -170,6 +170,14 @@ def wait_for_file(path: str, timeout: float = 30.0) -> None:
         time.sleep(0.002)
 
 
+def pid_together(mine: str, other: str) -> int:
+    """Create ``mine``, wait for ``other``: two calls return only if they run at once
+    (in two workers). Returns this process's pid."""
+    Path(mine).write_text("x")
+    wait_for_file(other)
+    return os.getpid()
+
+
 def gated(started: str, go: str, value: Any = None, timeout: float = 30.0) -> Any:
     """Note this pid in ``started``, wait until the file ``go`` exists, return ``value``."""
     note(started)

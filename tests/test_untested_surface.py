@@ -22,8 +22,7 @@ import pytest
 
 import aiomp
 
-from . import _surface
-from ._work import wait_until
+from . import _surface, _work
 
 pytestmark = pytest.mark.anyio
 
@@ -94,7 +93,7 @@ fork_only = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_metho
 # Python 3.12+ warns when a multi-threaded process forks: the test process may have
 # threads of its own (anyio's worker threads), which are not what this test is about.
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
-async def test_fork_context_map_apply_and_a_crash(anyio_backend: Any) -> None:
+async def test_fork_context_map_apply_and_a_crash(anyio_backend: Any, tmp_path: Path) -> None:
     with anyio.fail_after(40):
         async with aiomp.Pool(2, context="fork") as pool:
             assert await pool.map(abs, range(-5, 5)) == [5, 4, 3, 2, 1, 0, 1, 2, 3, 4]
@@ -111,9 +110,10 @@ async def test_fork_context_map_apply_and_a_crash(anyio_backend: Any) -> None:
             assert died.value.exitcode == 9
             # Only that task failed: the pool goes on, on a replacement worker.
             assert await pool.map(abs, [-1, -2, -3]) == [1, 2, 3]
-            # The replacement may still be starting: until it is up, one worker takes both.
-            await wait_until(lambda: pool.statistics().workers_alive == 2, "the replacement worker")
-            after = set(await pool.map(_surface.pid, range(2), chunksize=1))
+            # Two calls that wait for each other: they run at once, so on both workers,
+            # the survivor and its replacement.
+            a, b = str(tmp_path / "a"), str(tmp_path / "b")
+            after = set(await pool.starmap(_work.pid_together, [(a, b), (b, a)], chunksize=1))
             assert len(after) == 2 and after != first
             stats = pool.statistics()
     assert stats.workers_restarted == 1 and stats.workers_alive == 2, stats
