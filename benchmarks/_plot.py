@@ -31,9 +31,15 @@ def _plot_workload(name: str, w: dict[str, Any], meta: dict[str, Any], path: Pat
     if not metrics:
         return None
     libs = list(w["results"])
-    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics) + 1.4, 0.32 * len(libs) + 1.3))
-    for i, (ax, metric) in enumerate(zip(axes if len(metrics) > 1 else [axes], metrics, strict=True)):
-        _bars(ax, w, libs, metric, labels=i == 0)
+    cols = min(4, len(metrics))
+    lines = -(-len(metrics) // cols)
+    size = (2.6 * cols + 1.4, (0.32 * len(libs) + 1.0) * lines + 0.3)
+    fig, axes = plt.subplots(lines, cols, figsize=size, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i < len(metrics):
+            _bars(ax, w, libs, metrics[i], labels=i % cols == 0)
+        else:
+            ax.axis("off")
     fig.suptitle(f"{name}: {setting(meta)}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
