@@ -9,7 +9,7 @@ from typing import Literal
 Value = float | int | str | None
 
 #: Rows that are floors or references, not peers: never the "best peer".
-NOT_PEERS = frozenset({"aiomp", "serial", "idle", "mp (sync)", "busy, no logs"})
+NOT_PEERS = frozenset({"aiomp", "serial", "idle", "mp (sync)", "busy, no logs", "python"})
 
 
 @dataclass(frozen=True)

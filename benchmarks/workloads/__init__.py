@@ -15,6 +15,7 @@ from benchmarks.workloads import (
     apply,
     bigmsg,
     cancel,
+    coldstart,
     cpu,
     crash,
     dask,
@@ -36,7 +37,7 @@ def _suite(*modules: ModuleType) -> dict[str, Workload]:
 
 
 SUITES: dict[str, dict[str, Workload]] = {
-    "pool": _suite(tiny, apply, lag, cpu, startup),
+    "pool": _suite(tiny, apply, lag, cpu, startup, coldstart),
     "primitives": _suite(primitives),
     "logs": _suite(logs),
     "faults": _suite(crash, cancel, faults),
