@@ -47,6 +47,10 @@ __all__ = ["forget_wakeup_fd", "worker_main"]
 # Check the socket for cancellations at least this often between tasks.
 _POLL_INTERVAL = 0.001
 _FUNCTION_CACHE_SIZE = 64
+# How long an idle worker polls its socket before it sleeps on it: a caller that awaits
+# each result sends the next call within this (measured here: the round trip of a lone
+# apply went from about 220 to 115 µs on an idle 2-core VM, where waking a sleeping CPU is slow).
+_SPIN_SECONDS = 0.0001
 
 Task = tuple[int, bytes, Packed, int, bool]  # index, function, payload, mode, is_async
 
@@ -95,8 +99,7 @@ class _Worker:
     def serve(self) -> None:
         while not (self.left == 0 or self.out_of_memory or self.retiring or (self.stopping and not self.queue)):
             if not self.queue:
-                frame = self.reader.read_blocking()
-                assert frame is not None  # no deadline
+                frame = self.next_frame()
                 self.accept([frame, *self.reader.take_buffered()])  # and what came with it
                 continue
             if time.monotonic() - self.last_read > _POLL_INTERVAL:
@@ -108,6 +111,21 @@ class _Worker:
                     raise _ParentGone
             else:
                 self.run(self.queue.popleft())
+
+    def next_frame(self) -> _frames.Frame:
+        """Wait for the parent's next message: briefly awake (the next call of a caller
+        that awaits each result comes within microseconds, and waking a sleeping CPU
+        costs more than that), then asleep on the socket."""
+        reader = self.reader
+        deadline = time.perf_counter() + _SPIN_SECONDS
+        while True:
+            frame = reader.read()
+            if frame is not None or time.perf_counter() > deadline:
+                break
+        if frame is None:
+            frame = reader.read_blocking()
+            assert frame is not None  # no deadline
+        return frame
 
     def read_more(self) -> list[_frames.Frame]:
         """The frames that are whole now (one read from the socket)."""
