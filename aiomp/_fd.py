@@ -74,6 +74,10 @@ async def watch_readable(fd: int, callback: Callable[[], bool]) -> None:
                 return
     loop = asyncio.get_running_loop()
     finished = anyio.Event()
+    # The callback runs in a copy of this task's context, outside any task: say which
+    # library runs it, or sniffio (and so anyio, should the callback start a task) cannot
+    # tell under a plain asyncio.run(), where only a running task tells it.
+    sniffio.current_async_library_cvar.set("asyncio")
 
     def ready() -> None:
         if not callback():

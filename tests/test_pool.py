@@ -825,3 +825,24 @@ async def test_len_of_imap_is_the_number_of_results_to_come(anyio_backend: Any) 
                 with pytest.raises(TypeError, match="needs a source with a length"):
                     len(unsized)
                 await unsized.aclose()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_plain_asyncio_run_handles_bursts_and_big_results(loop: str) -> None:
+    """Under ``asyncio.run`` (no anyio around it), results are read in a selector callback,
+    outside any task: a burst that fills the backlog and a big result unpickled in a thread
+    both start tasks from there."""
+    import asyncio
+
+    async def main() -> None:
+        async with aiomp.Pool(2) as pool:
+            calls = [pool.apply(_work.add, (i, 1)) for i in range(3000)]
+            assert await asyncio.wait_for(asyncio.gather(*calls), 60) == [i + 1 for i in range(3000)]
+            blob = await asyncio.wait_for(pool.apply(_work.echo, (b"x" * (4 << 20),)), 60)
+            assert len(blob) == 4 << 20
+
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
