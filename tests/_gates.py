@@ -72,7 +72,9 @@ class Gate:
         return self.base.with_suffix(suffix)
 
     def started(self) -> bool:
-        return self._file(".started").exists()
+        # Its pid written, not just the file made: a worker killed between the two
+        # (terminate() right then) leaves an empty file, and no pid to watch.
+        return bool(self.pids())
 
     def finished(self) -> bool:
         return self._file(".finished").exists()
