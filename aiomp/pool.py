@@ -517,7 +517,7 @@ class Pool:
         waiter = self._new_waiter()
         task = Task(func, CallKind.APPLY, (_check_args(args), _check_kwds(kwds)), self._is_async(func), waiter.done)
         task.context = contextvars.copy_context()
-        with _NO_DEADLINE if timeout is None else anyio.fail_after(timeout):
+        with _deadline(timeout):
             if backend.prepare_in_thread(task):
                 await anyio.to_thread.run_sync(backend.prepare, task)
             else:

@@ -567,7 +567,7 @@ class LocalBackend(Backend):
             if control[0] == _wire.RESULT:
                 self._result(worker, control, None)
                 return
-            objects = [_serialize.Packed(frame.parts[0], [], None, [])]
+            objects = _serialize.unpack(frame)
         else:
             objects = _serialize.unpack(frame)
             control = objects[0].load()
